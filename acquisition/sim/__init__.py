@@ -1,0 +1,1 @@
+"""The simulated rig: spiking neurons near a probe, recorded as extracellular voltage."""

@@ -1,0 +1,3 @@
+from bci.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""decoders: from spikes to decisions (features, plasticity rules, adaptive decoders)."""

@@ -1,0 +1,1 @@
+"""stimulators: from decisions to hardware (commands, safety envelope, MQTT, drivers, policies)."""
