@@ -1,0 +1,144 @@
+"""Config models of the acquisition hot path (``acquisition:`` section of a config file).
+
+Sections: ``inlet`` (LSL input), ``filter`` (causal band-pass and reference),
+``detection`` (threshold detector), ``sorter`` (online template sorter), ``spike_outlet``.
+Units are in the field names: ``_hz`` hertz, ``_ms`` milliseconds, ``_s`` seconds,
+``_um`` micrometres, ``_uv`` microvolts.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from bci.schema import StrictModel
+
+OverflowPolicy = Literal["drop_oldest", "drop_newest", "block"]
+
+
+class FilterConfig(StrictModel):
+    """Causal Butterworth band-pass per channel, then an optional common reference.
+
+    ``high_hz`` of ``None`` gives a high-pass only. ``reference`` subtracts, at every
+    sample, the mean (``"average"``) or median (``"median"``) over all channels.
+    """
+
+    low_hz: float = Field(300.0, gt=0)
+    high_hz: float | None = Field(6000.0, gt=0)
+    order: int = Field(3, ge=1, le=8, description="Butterworth order per band edge")
+    reference: Literal["none", "average", "median"] = "none"
+
+    @model_validator(mode="after")
+    def _band(self) -> FilterConfig:
+        if self.high_hz is not None and self.high_hz <= self.low_hz:
+            raise ValueError(f"high_hz ({self.high_hz}) must exceed low_hz ({self.low_hz})")
+        return self
+
+
+class ThresholdDetectorConfig(StrictModel):
+    """Locally exclusive threshold detection on filtered data.
+
+    A sample is a spike when it crosses ``threshold`` times the channel's noise (MAD of
+    the filtered signal, tracked online) with the given ``polarity`` and is the largest
+    such value within ``exclusion_ms`` in time and ``radius_um`` in space. Snippets of
+    ``snippet_pre_ms`` + ``snippet_post_ms`` are cut on all electrodes within
+    ``snippet_radius_um`` of the peak electrode.
+    """
+
+    kind: Literal["threshold"] = "threshold"
+    threshold: float = Field(5.0, gt=0, description="multiple of the MAD noise")
+    polarity: Literal["neg", "pos", "both"] = "neg"
+    radius_um: float = Field(50.0, ge=0, description="spatial exclusion radius")
+    exclusion_ms: float = Field(0.4, gt=0, description="temporal exclusion half-width")
+    snippet_pre_ms: float = Field(0.6, ge=0)
+    snippet_post_ms: float = Field(1.0, gt=0)
+    snippet_radius_um: float = Field(60.0, ge=0)
+    noise_warmup_s: float = Field(0.5, gt=0, description="data used for the first noise estimate")
+    noise_tau_s: float = Field(10.0, gt=0, description="time constant of the online MAD tracker")
+    adapt_noise: bool = True
+
+
+DetectorConfig = Annotated[ThresholdDetectorConfig, Field(discriminator="kind")]
+
+
+class TemplateSorterConfig(StrictModel):
+    """Online template sorter: learn templates, then assign every spike as it comes.
+
+    During ``learning_s`` snippets are collected; then PCA (``n_components``) and
+    clustering per electrode build templates. Afterwards each spike goes to the closest
+    template among units near its peak electrode when the residual is below
+    ``match_threshold`` (in noise units per sample); templates follow drift with rate
+    ``drift_alpha``; at least ``new_unit_min_spikes`` unmatched waveforms of one shape
+    found a new unit (checked every ``recluster_every_s``).
+    """
+
+    kind: Literal["template"] = "template"
+    learning_s: float = Field(30.0, gt=0)
+    n_components: int = Field(6, ge=1, le=32)
+    max_learning_spikes: int = Field(200_000, ge=100)
+    min_cluster_spikes: int = Field(20, ge=3)
+    merge_threshold: float = Field(
+        0.25, gt=0, description="templates closer than this (relative L2) are merged"
+    )
+    match_threshold: float = Field(2.0, gt=0, description="max RMS residual, in noise units")
+    drift_alpha: float = Field(0.02, ge=0, le=1)
+    new_unit_min_spikes: int = Field(50, ge=5)
+    recluster_every_s: float = Field(10.0, gt=0)
+    max_unmatched: int = Field(20_000, ge=100)
+    seed: int = 0
+
+
+SorterConfig = Annotated[TemplateSorterConfig, Field(discriminator="kind")]
+
+
+class InletConfig(StrictModel):
+    """Where the raw stream comes from and what it must look like.
+
+    The stream is resolved by ``source_id``, ``name`` or ``type`` (the first given, in
+    that order). ``n_channels`` / ``sample_rate_hz`` (when set) must match the stream.
+    ``counter_channel`` names a channel carrying the absolute sample index (float32,
+    exact below 2**24) used for exact gap and duplicate detection; otherwise
+    timestamps are used, with ``gap_tolerance_samples`` of jitter allowed.
+    """
+
+    source_id: str | None = None
+    name: str | None = None
+    type: str | None = "EEG"
+    resolve_timeout_s: float = Field(5.0, gt=0)
+    n_channels: int | None = Field(None, ge=1)
+    sample_rate_hz: float | None = Field(None, gt=0)
+    counter_channel: int | None = Field(None, ge=0)
+    max_chunk_samples: int = Field(1024, ge=1)
+    pull_timeout_s: float = Field(0.005, ge=0)
+    stall_timeout_s: float = Field(1.0, gt=0)
+    gap_tolerance_samples: float = Field(2.0, ge=0.5)
+    max_buffer_s: int = Field(10, ge=1)
+    queue_size: int = Field(1024, ge=1)
+    overflow: OverflowPolicy = "drop_oldest"
+
+    @model_validator(mode="after")
+    def _something(self) -> InletConfig:
+        if self.source_id is None and self.name is None and self.type is None:
+            raise ValueError("give at least one of source_id, name or type")
+        return self
+
+
+class SpikeOutletConfig(StrictModel):
+    """The LSL stream of sorted spikes (irregular rate, 4 float64 channels:
+    sample, channel, unit, amplitude µV)."""
+
+    enabled: bool = True
+    name: str = "bci-spikes"
+    type: str = "Markers"
+
+
+class AcquisitionConfig(StrictModel):
+    """The ``acquisition:`` section: inlet, filter, detection, sorter and spike outlet."""
+
+    inlet: InletConfig = InletConfig()
+    filter: FilterConfig = FilterConfig()
+    detection: DetectorConfig = ThresholdDetectorConfig()
+    sorter: SorterConfig = TemplateSorterConfig()
+    spike_outlet: SpikeOutletConfig = SpikeOutletConfig()
+    chunk_ms: float = Field(1.0, gt=0, description="chunk size for offline runs")
