@@ -9,6 +9,7 @@ from __future__ import annotations
 
 def warm_up() -> None:
     """Compile (or load from cache) every kernel of the hot path."""
-    from acquisition.kernels import filter
+    from acquisition.kernels import detect, filter
 
     filter.warm_up()
+    detect.warm_up()

@@ -1,0 +1,53 @@
+"""What detectors produce, and electrode neighbourhoods by distance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def neighbourhoods(positions_um: np.ndarray, radius_um: float) -> np.ndarray:
+    """``(n_channels, k_max)`` int32: per electrode, the electrodes within ``radius_um``.
+
+    Row ``c`` lists ``c`` first, then the others by increasing distance; ``-1`` pads.
+    Neighbourhood is by distance on the probe, not by channel index.
+    """
+    pos = np.asarray(positions_um, dtype=np.float64)
+    d = np.sqrt(((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1))
+    n = pos.shape[0]
+    lists = []
+    for c in range(n):
+        idx = np.flatnonzero(d[c] <= radius_um + 1e-9)
+        idx = idx[np.argsort(d[c, idx], kind="stable")]
+        lists.append(idx)
+    k_max = max(len(x) for x in lists)
+    out = np.full((n, k_max), -1, dtype=np.int32)
+    for c, idx in enumerate(lists):
+        out[c, : len(idx)] = idx
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Detections:
+    """Spikes found in the samples decided by one call of a detector.
+
+    ``samples`` (int64, absolute index of the filtered peak), ``channels`` (int32, peak
+    electrode), ``amplitudes`` (float32 µV, signed filtered value at the peak),
+    ``snippets`` (float32 µV, ``(n, n_window, k)`` on the peak electrode's snippet
+    neighbourhood, ``pre`` samples before the peak). ``first_sample``/``end_sample``
+    give the span of peak samples that was decided; ``timestamp`` is the LSL time of
+    ``first_sample``.
+    """
+
+    samples: np.ndarray
+    channels: np.ndarray
+    amplitudes: np.ndarray
+    snippets: np.ndarray
+    first_sample: int
+    end_sample: int
+    timestamp: float
+    sample_rate: float
+
+    def __len__(self) -> int:
+        return int(self.samples.shape[0])

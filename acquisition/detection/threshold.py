@@ -1,0 +1,187 @@
+"""Locally exclusive threshold detector with online MAD noise (stage class)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from acquisition.config import ThresholdDetectorConfig
+from acquisition.detection.base import Detections, neighbourhoods
+from acquisition.kernels.detect import (
+    BOTH,
+    NEG,
+    POS,
+    detect_peaks,
+    extract_snippets,
+    track_median_abs,
+)
+from bci.types import Chunk
+
+_POLARITY = {"neg": NEG, "pos": POS, "both": BOTH}
+_MAD_TO_SIGMA = 1.0 / 0.6744897501960817
+
+
+class ThresholdDetector:
+    """Find spikes in filtered chunks, each exactly once, and cut their snippets.
+
+    Consumes filtered :class:`~bci.types.Chunk` (µV, ``(n_samples, n_channels)``) and
+    produces :class:`Detections`. A peak at sample ``t`` is decided once the samples up
+    to ``t + lookahead`` have arrived (``lookahead = max(exclusion, snippet post)``), so
+    the output lags the input by ``lookahead`` samples, and a spike that straddles a
+    chunk boundary is decided exactly once. Noise per channel is the MAD of the filtered
+    signal: first from ``noise_warmup_s`` of data (no detection before), then tracked
+    sample by sample (time constant ``noise_tau_s``). ``positions_um`` is
+    ``(n_channels, 2)``; neighbourhoods are by distance.
+    """
+
+    def __init__(
+        self, config: ThresholdDetectorConfig, positions_um: np.ndarray, sample_rate: float
+    ) -> None:
+        self.config = config
+        self.sample_rate = float(sample_rate)
+        self.positions_um = np.asarray(positions_um, dtype=np.float64)
+        self.n_channels = int(self.positions_um.shape[0])
+        fs = self.sample_rate
+        self.exclude = max(1, round(config.exclusion_ms * fs / 1000.0))
+        self.pre = round(config.snippet_pre_ms * fs / 1000.0)
+        self.post = max(1, round(config.snippet_post_ms * fs / 1000.0))
+        self.n_window = self.pre + self.post
+        self.left = max(self.exclude, self.pre)
+        self.lookahead = max(self.exclude, self.post)
+        self.neighbours = neighbourhoods(self.positions_um, config.radius_um)
+        self.snippet_neighbours = neighbourhoods(self.positions_um, config.snippet_radius_um)
+        self.polarity = _POLARITY[config.polarity]
+        self._eta = 1.0 / (config.noise_tau_s * fs)
+        self._warmup_n = max(1, round(config.noise_warmup_s * fs))
+        self.median_abs = np.zeros(self.n_channels, dtype=np.float64)
+        self.thresholds = np.full(self.n_channels, np.inf, dtype=np.float32)
+        self.reset()
+
+    # ---------------------------------------------------------------- state
+
+    def reset(self) -> None:
+        """Forget everything: buffer, noise estimate, position in the stream."""
+        self._warm_parts: list[np.ndarray] = []
+        self._warm_count = 0
+        self._detect_from = 0  # no peak before the end of the noise warm-up
+        self.noise_ready = False
+        self.median_abs[:] = 0.0
+        self.thresholds[:] = np.inf
+        self._restart(None)
+
+    def _restart(self, first_sample: int | None) -> None:
+        """Start a fresh buffer (stream start or after a gap); keep the noise estimate."""
+        cap = max(4096, 2 * (self.left + self.lookahead))
+        self._buf = np.zeros((cap, self.n_channels), dtype=np.float32)
+        self._n = self.left  # ``left`` rows of zeros before the first sample
+        self._buf_start = None if first_sample is None else first_sample - self.left
+        self._next = first_sample  # next undecided absolute sample
+        self._t0 = 0.0  # LSL time of absolute sample 0 on the stream's clock
+
+    @property
+    def noise(self) -> np.ndarray:
+        """Current noise per channel (µV, robust standard deviation)."""
+        return (self.median_abs * _MAD_TO_SIGMA).astype(np.float32)
+
+    def _update_noise(self, data: np.ndarray, first_sample: int) -> None:
+        if not self.noise_ready:
+            # exactly the first ``warmup`` samples, every 3rd on the absolute grid, so the
+            # estimate does not depend on how the stream is cut into chunks
+            take = min(data.shape[0], self._warmup_n - self._warm_count)
+            offset = (-first_sample) % 3
+            self._warm_parts.append(np.abs(data[offset:take:3]))
+            self._warm_count += take
+            if self._warm_count >= self._warmup_n:
+                self._detect_from = first_sample + take
+                self.median_abs[:] = np.median(np.concatenate(self._warm_parts), axis=0)
+                self.median_abs[self.median_abs <= 0] = 1e-6
+                self._warm_parts = []
+                self.noise_ready = True
+                if self.config.adapt_noise:
+                    track_median_abs(data[take:], self.median_abs, self._eta)
+        elif self.config.adapt_noise:
+            track_median_abs(data, self.median_abs, self._eta)
+        if self.noise_ready:
+            self.thresholds[:] = self.config.threshold * self.median_abs * _MAD_TO_SIGMA
+
+    # ---------------------------------------------------------------- processing
+
+    def process(self, chunk: Chunk) -> Detections:
+        """Append a filtered chunk; return the spikes whose peaks are now decided."""
+        data = chunk.data
+        if data.shape[1] != self.n_channels:
+            raise ValueError(f"expected {self.n_channels} channels, got {data.shape[1]}")
+        if self._next is None or self._buf_start is None:
+            self._restart(chunk.first_sample)
+        elif chunk.first_sample != self._buf_start + self._n:
+            self._restart(chunk.first_sample)  # gap in the stream: begin again
+        assert self._buf_start is not None
+        assert self._next is not None
+        self._t0 = chunk.timestamp - chunk.first_sample / chunk.sample_rate
+        n_new = data.shape[0]
+        if self._n + n_new > self._buf.shape[0]:
+            grown = np.zeros((2 * (self._n + n_new), self.n_channels), dtype=np.float32)
+            grown[: self._n] = self._buf[: self._n]
+            self._buf = grown
+        self._buf[self._n : self._n + n_new] = data
+        self._n += n_new
+        self._update_noise(data, chunk.first_sample)
+
+        end_abs = self._buf_start + self._n - self.lookahead  # first sample not decidable
+        first = self._next
+        if end_abs <= first:
+            return self._empty(first, first)
+        start_row = max(first, self._detect_from) - self._buf_start
+        stop_row = end_abs - self._buf_start
+        if self.noise_ready and stop_row > start_row:
+            cap = self.n_channels * ((stop_row - start_row) // (self.exclude + 1) + 1)
+            out_t = np.empty(cap, dtype=np.int64)
+            out_c = np.empty(cap, dtype=np.int32)
+            n = detect_peaks(
+                self._buf,
+                start_row,
+                stop_row,
+                self.thresholds,
+                self.neighbours,
+                self.exclude,
+                self.polarity,
+                out_t,
+                out_c,
+            )
+            rows, chans = out_t[:n], out_c[:n]
+            snippets = np.empty(
+                (n, self.n_window, self.snippet_neighbours.shape[1]), dtype=np.float32
+            )
+            extract_snippets(self._buf, rows, chans, self.snippet_neighbours, self.pre, snippets)
+            det = Detections(
+                samples=rows + self._buf_start,
+                channels=chans.copy(),
+                amplitudes=self._buf[rows, chans].copy(),
+                snippets=snippets,
+                first_sample=first,
+                end_sample=end_abs,
+                timestamp=self._t0 + first / self.sample_rate,
+                sample_rate=self.sample_rate,
+            )
+        else:
+            det = self._empty(first, end_abs)
+        self._next = end_abs
+        # keep ``left`` rows of context before the next undecided sample
+        drop = end_abs - self.left - self._buf_start
+        if drop > 0:
+            keep = self._n - drop
+            self._buf[:keep] = self._buf[drop : self._n]
+            self._n = keep
+            self._buf_start += drop
+        return det
+
+    def _empty(self, first: int, end: int) -> Detections:
+        return Detections(
+            samples=np.empty(0, dtype=np.int64),
+            channels=np.empty(0, dtype=np.int32),
+            amplitudes=np.empty(0, dtype=np.float32),
+            snippets=np.empty((0, self.n_window, self.snippet_neighbours.shape[1]), np.float32),
+            first_sample=first,
+            end_sample=end,
+            timestamp=self._t0 + first / self.sample_rate,
+            sample_rate=self.sample_rate,
+        )

@@ -1,0 +1,163 @@
+"""Threshold detection: exactly once across chunk boundaries, one event per spike."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from acquisition.config import ThresholdDetectorConfig
+from acquisition.detection import Detections, make_detector, neighbourhoods
+from bci.types import Chunk
+
+FS = 30_000.0
+SIGMA = 10.0
+
+
+def linear_positions(n: int, pitch: float = 20.0) -> np.ndarray:
+    return np.column_stack([np.zeros(n), np.arange(n) * pitch])
+
+
+def spike_shape() -> np.ndarray:
+    """A 2 ms extracellular-like waveform with its trough (-1) at index 20."""
+    t = (np.arange(60) - 20) / FS
+    return -np.exp(-0.5 * (t / 1.0e-4) ** 2) + 0.3 * np.exp(-0.5 * ((t - 5e-4) / 3e-4) ** 2)
+
+
+def plant(x: np.ndarray, sample: int, centre: int, amp: float, spread: int = 2) -> None:
+    """Add a spike with its trough at ``sample`` on ``centre`` and its neighbours."""
+    w = spike_shape()
+    for d in range(-spread, spread + 1):
+        c = centre + d
+        if 0 <= c < x.shape[1]:
+            lag = abs(d)  # later and smaller away from the centre
+            s0 = sample - 20 + lag
+            x[s0 : s0 + len(w), c] += amp * (0.75 ** abs(d)) * w
+
+
+def run(det, x: np.ndarray, cuts: list[int]) -> list[Detections]:
+    out = []
+    bounds = [0, *cuts, x.shape[0]]
+    for a, b in itertools.pairwise(bounds):
+        out.append(det.process(Chunk(x[a:b], a, a / FS, FS)))
+    return out
+
+
+def collect(dets: list[Detections]) -> tuple[np.ndarray, np.ndarray]:
+    s = np.concatenate([d.samples for d in dets])
+    c = np.concatenate([d.channels for d in dets])
+    return s, c
+
+
+def noise(n: int, c: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, SIGMA, size=(n, c)).astype(np.float32)
+
+
+CFG = ThresholdDetectorConfig(adapt_noise=False, noise_warmup_s=0.1)
+
+
+def test_boundaries_exactly_once_random_cuts() -> None:
+    rng = np.random.default_rng(3)
+    n, c = 30_000, 16
+    x = noise(n, c)
+    times = np.arange(4000, 29_000, 157)  # many spikes, every chunk boundary position
+    chans = rng.integers(0, c, size=len(times))
+    for t, ch in zip(times, chans, strict=True):
+        plant(x, int(t), int(ch), 150.0)
+    pos = linear_positions(c)
+    whole_s, whole_c = collect(run(make_detector(CFG, pos, FS), x, []))
+    for trial in range(3):
+        cuts = sorted(set(rng.integers(1, n, size=400 + 100 * trial).tolist()))
+        s, ch = collect(run(make_detector(CFG, pos, FS), x, cuts))
+        np.testing.assert_array_equal(s, whole_s)
+        np.testing.assert_array_equal(ch, whole_c)
+    # every planted spike once, at its trough, on its centre electrode; nothing else big
+    for t, ch in zip(times, chans, strict=True):
+        hit = np.flatnonzero(np.abs(whole_s - t) <= 2)
+        assert len(hit) == 1, (t, ch, whole_s[hit])
+        assert abs(whole_s[hit[0]] - t) <= 2
+        assert whole_c[hit[0]] == ch
+    assert len(whole_s) <= len(times) + 3  # noise at 5 sigma: almost nothing
+
+
+def test_chunks_of_one_sample() -> None:
+    x = noise(4000, 4, seed=1)
+    plant(x, 3500, 1, 200.0)
+    det = make_detector(CFG, linear_positions(4), FS)
+    s, ch = collect(run(det, x, list(range(1, 4000))))
+    assert s.tolist() == [3500]
+    assert ch.tolist() == [1]
+
+
+def test_five_electrode_spike_gives_one_event() -> None:
+    x = noise(6000, 12, seed=2)
+    plant(x, 5000, 6, 200.0, spread=2)  # electrodes 4..8, 80 µm tall
+    det = make_detector(CFG, linear_positions(12), FS)
+    assert det.neighbours.shape[1] == 5  # within 50 µm at 20 µm pitch: itself + 4
+    crossing = (x[4980:5020] < -5 * SIGMA).any(axis=0)
+    assert crossing[4:9].all()  # really crosses on all five electrodes
+    s, ch = collect(run(det, x, [5001, 5003]))
+    assert len(s) == 1
+    assert abs(s[0] - 5000) <= 2
+    assert ch.tolist() == [6]
+    d = run(make_detector(CFG, linear_positions(12), FS), x, [])[0]
+    assert d.snippets.shape == (1, det.n_window, det.snippet_neighbours.shape[1])
+    # the snippet is the data around the trough, peak electrode first
+    t = int(d.samples[0])
+    np.testing.assert_array_equal(d.snippets[0, :, 0], x[t - det.pre : t + det.post, 6])
+    np.testing.assert_array_equal(d.snippets[0, :, 1:3].T, x[t - det.pre : t + det.post, [5, 7]].T)
+    assert d.amplitudes[0] == x[t, 6]
+
+
+def test_neighbourhood_is_by_distance_not_index() -> None:
+    rng = np.random.default_rng(4)
+    c = 12
+    perm = rng.permutation(c)  # channel k sits at depth perm[k] * 20 µm
+    pos = linear_positions(c)[perm]
+    x_ordered = noise(6000, c, seed=5)
+    plant(x_ordered, 5000, 6, 200.0, spread=2)
+    plant(x_ordered, 5000, 0, 200.0, spread=0)  # far away (120 µm): its own event
+    x = np.ascontiguousarray(x_ordered[:, perm])  # channel k carries depth slot perm[k]
+    s, ch = collect(run(make_detector(CFG, pos, FS), x, [2500]))
+    assert sorted(perm[ch].tolist()) == [0, 6]
+    assert np.abs(s - 5000).max() <= 2
+    nb = neighbourhoods(pos, 25.0)
+    assert set(perm[nb[int(np.flatnonzero(perm == 6)[0])]].tolist()) == {5, 6, 7}
+
+
+@pytest.mark.parametrize(
+    ("polarity", "sign", "expected"),
+    [("pos", 1, 0), ("neg", 1, 1), ("pos", -1, 1), ("both", -1, 1), ("both", 1, 1)],
+)
+def test_polarity(polarity: str, sign: int, expected: int) -> None:
+    x = noise(6000, 4, seed=6)
+    t = (np.arange(60) - 20) / FS
+    x[4980:5040, 1] -= 200.0 * sign * np.exp(-0.5 * (t / 1.0e-4) ** 2)  # sign=1: downward
+    cfg = CFG.model_copy(update={"polarity": polarity})
+    s, _ = collect(run(make_detector(cfg, linear_positions(4), FS), x, []))
+    assert len(s) == expected
+
+
+def test_noise_estimate_online() -> None:
+    cfg = ThresholdDetectorConfig(noise_warmup_s=0.1, noise_tau_s=0.2)
+    det = make_detector(cfg, linear_positions(3), FS)
+    x = noise(3000, 3, seed=7)
+    det.process(Chunk(x, 0, 0.0, FS))
+    assert det.noise_ready
+    np.testing.assert_allclose(det.noise, SIGMA, rtol=0.08)
+    y = noise(30_000, 3, seed=8) * 3  # the noise triples: the tracker follows
+    for a in range(0, 30_000, 30):
+        det.process(Chunk(y[a : a + 30], 3000 + a, 0.0, FS))
+    np.testing.assert_allclose(det.noise, 3 * SIGMA, rtol=0.1)
+    np.testing.assert_allclose(det.thresholds, 5 * det.noise, rtol=1e-5)
+
+
+def test_gap_restarts_buffer_without_crash() -> None:
+    det = make_detector(CFG, linear_positions(4), FS)
+    x = noise(6000, 4, seed=9)
+    plant(x, 5500, 2, 200.0, spread=0)
+    det.process(Chunk(x[:4000], 0, 0.0, FS))
+    d = det.process(Chunk(x[4000:], 9000, 0.3, FS))  # 5000 samples missing
+    assert len(d) == 1
+    assert abs(d.samples[0] - 10_500) <= 2
