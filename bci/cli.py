@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from bci.config import BciConfig, dump_config, load_config
-from bci.errors import BciError, ConfigError
+from acquisition.sim.cli import sim_rig
+from bci.cliutil import ConfigArg, err_console, load_or_exit, out_console
+from bci.config import dump_config
 
 app = typer.Typer(
     help="Closed-loop electrophysiology: simulated rigs, acquisition, decoding, stimulation.",
@@ -24,24 +23,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err_console = Console(stderr=True)
-out_console = Console()
-
-ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)]
-
-
-def fail(exc: BciError, code: int = 2) -> typer.Exit:
-    """Print an error for a person (no traceback) and return the exit to raise."""
-    kind = "config error" if isinstance(exc, ConfigError) else "error"
-    err_console.print(f"[bold red]{kind}:[/] {exc}", markup=True, highlight=False)
-    return typer.Exit(code)
-
-
-def load_or_exit(path: Path) -> BciConfig:
-    try:
-        return load_config(path)
-    except BciError as exc:
-        raise fail(exc) from None
 
 
 @app.callback()
@@ -60,6 +41,9 @@ def check(config: ConfigArg) -> None:
     cfg = load_or_exit(config)
     out_console.print(dump_config(cfg), markup=False, highlight=False, end="")
     err_console.print(f"[green]ok:[/] {config} is valid", highlight=False)
+
+
+app.command("sim-rig")(sim_rig)
 
 
 def main() -> None:

@@ -89,9 +89,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def validate(
-    model: type[M], data: dict[str, Any], source: str, base_dir: Path | None = None
-) -> M:
+def validate(model: type[M], data: dict[str, Any], source: str, base_dir: Path | None = None) -> M:
     """Validate ``data`` against ``model``; raise :class:`ConfigError` naming ``source``.
 
     ``base_dir`` (passed to validators as ``info.context["base_dir"]``) is where relative

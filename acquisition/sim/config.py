@@ -73,12 +73,16 @@ class DriveConfig(StrictModel):
     """Background input to each neuron, in the model's current unit (pA for LIF, ...).
 
     ``mean`` is the tonic current (default: the model's ``default_drive``); each neuron
-    gets ``mean * (1 + spread * N(0,1))``; white noise of ``noise_std`` is added every step.
+    gets ``mean * (1 + spread * N(0,1))``. On top, a fluctuating current of standard
+    deviation ``noise_std``, redrawn independently per neuron every ``noise_interval_ms``
+    and held in between (background synaptic bombardment, correlated over about a
+    millisecond; redrawing every sample would cost one random number per neuron-step).
     """
 
     mean: float | None = None
     spread: float = Field(0.1, ge=0, le=1)
     noise_std: float = Field(0.0, ge=0)
+    noise_interval_ms: float = Field(1.0, gt=0, le=100)
 
 
 class OpsinConfig(StrictModel):

@@ -1,0 +1,1 @@
+"""Lab Streaming Layer: outlets (stream metadata, pushing chunks) and inlets."""

@@ -1,0 +1,179 @@
+"""Extracellular signal: spike waveforms on the probe, and recording noise.
+
+Each neuron has one waveform shape (a sharp trough then a slower positive
+repolarisation, normalised to a trough of -1) scaled per electrode by
+``A / (1 + (d / r0)**2)`` (µV; ``d`` the 3-D distance in µm). Only electrodes above
+``min_fraction`` of the neuron's peak are kept (a sparse footprint), so adding a spike
+costs ``waveform length x footprint`` operations. A spike at step ``s`` starts its
+waveform at sample ``s``; its trough, the ground-truth time, is at ``s + trough``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from acquisition.sim.config import NoiseConfig, WaveformConfig
+
+
+@dataclass(frozen=True)
+class Footprints:
+    """Per-neuron waveform shapes and sparse electrode amplitudes (CSR by neuron)."""
+
+    shapes: np.ndarray  # (n_neurons, W) float32, trough -1 at index `trough`
+    trough: int  # samples from waveform start to trough
+    indptr: np.ndarray  # (n_neurons + 1,)
+    channels: np.ndarray  # electrode index per entry
+    amplitudes: np.ndarray  # µV per entry (positive: the trough depth)
+
+    @property
+    def length(self) -> int:
+        return int(self.shapes.shape[1])
+
+    def nearest_channel(self, neuron: int) -> int:
+        lo, hi = self.indptr[neuron], self.indptr[neuron + 1]
+        return int(self.channels[lo + np.argmax(self.amplitudes[lo:hi])])
+
+    def peak_uv(self, neuron: int) -> float:
+        lo, hi = self.indptr[neuron], self.indptr[neuron + 1]
+        return float(self.amplitudes[lo:hi].max()) if hi > lo else 0.0
+
+
+def make_shapes(
+    n: int, config: WaveformConfig, sample_rate_hz: float, rng: np.random.Generator
+) -> tuple[np.ndarray, int]:
+    """Random but plausible waveform shapes ``(n, W)`` and the trough index."""
+    fs_ms = sample_rate_hz / 1000.0
+    width = max(8, round(config.duration_ms * fs_ms))
+    trough = min(width - 4, max(2, round(config.trough_ms * fs_ms)))
+    t = (np.arange(width) - trough) / fs_ms  # ms relative to trough
+    sigma1 = rng.uniform(0.07, 0.14, n)[:, None]
+    ratio = rng.uniform(0.15, 0.45, n)[:, None]
+    lag = rng.uniform(0.3, 0.55, n)[:, None]
+    sigma2 = rng.uniform(0.2, 0.35, n)[:, None]
+    shape = -np.exp(-0.5 * (t / sigma1) ** 2) + ratio * np.exp(-0.5 * ((t - lag) / sigma2) ** 2)
+    # fade the tails to zero so that waveform edges never step
+    taper = np.ones(width)
+    edge = max(2, width // 8)
+    ramp = 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, edge))
+    taper[:edge] = ramp
+    taper[-edge:] = ramp[::-1]
+    shape *= taper
+    shape /= -shape[:, trough : trough + 1]  # trough exactly -1 at `trough`
+    return shape.astype(np.float32), trough
+
+
+def make_footprints(
+    neuron_xyz: np.ndarray,
+    electrode_xy: np.ndarray,
+    config: WaveformConfig,
+    sample_rate_hz: float,
+    rng: np.random.Generator,
+) -> Footprints:
+    """Waveform shapes and sparse per-electrode amplitudes for every neuron."""
+    n = neuron_xyz.shape[0]
+    shapes, trough = make_shapes(n, config, sample_rate_hz, rng)
+    peak: np.ndarray = config.amplitude_uv * rng.lognormal(0.0, config.amplitude_sigma, size=n)
+    electrode_xyz = np.column_stack([electrode_xy, np.zeros(len(electrode_xy))])
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    channels: list[np.ndarray] = []
+    amplitudes: list[np.ndarray] = []
+    for j in range(n):
+        d = np.linalg.norm(electrode_xyz - neuron_xyz[j], axis=1)
+        amp = peak[j] / (1.0 + (d / config.r0_um) ** 2)
+        keep = np.nonzero(amp >= config.min_fraction * amp.max())[0]
+        channels.append(keep.astype(np.int64))
+        amplitudes.append(amp[keep].astype(np.float32))
+        indptr[j + 1] = indptr[j] + keep.size
+    return Footprints(
+        shapes=shapes,
+        trough=trough,
+        indptr=indptr,
+        channels=np.concatenate(channels),
+        amplitudes=np.concatenate(amplitudes),
+    )
+
+
+@njit(cache=True, nogil=True)
+def add_spikes(
+    acc: np.ndarray,
+    offsets: np.ndarray,
+    neurons: np.ndarray,
+    n_spikes: int,
+    shapes: np.ndarray,
+    indptr: np.ndarray,
+    channels: np.ndarray,
+    amplitudes: np.ndarray,
+) -> None:
+    """Add each spike's waveform into ``acc`` (samples x electrodes, µV) at ``offsets``."""
+    width = shapes.shape[1]
+    for s in range(n_spikes):
+        j = neurons[s]
+        o = offsets[s]
+        for k in range(indptr[j], indptr[j + 1]):
+            c = channels[k]
+            a = amplitudes[k]
+            for t in range(width):
+                acc[o + t, c] += a * shapes[j, t]
+
+
+# 1/f ("pink") noise: a 3-pole/3-zero IIR approximation of a -10 dB/decade slope
+# over three decades (J. O. Smith, "Spectral Audio Signal Processing").
+_PINK_B = np.array([0.049922035, -0.095993537, 0.050612699, -0.004408786])
+_PINK_A = np.array([1.0, -2.494956002, 2.017265875, -0.522189400])
+
+
+def _impulse_energy(b: np.ndarray, a: np.ndarray, n: int = 200_000) -> float:
+    from scipy.signal import lfilter
+
+    impulse = np.zeros(n)
+    impulse[0] = 1.0
+    return float(np.sum(lfilter(b, a, impulse) ** 2))
+
+
+@njit(cache=True, nogil=True)
+def iir_inplace(x: np.ndarray, b: np.ndarray, a: np.ndarray, z: np.ndarray) -> None:
+    """Filter every column of ``x`` (samples x channels) in place, keeping state ``z``.
+
+    Direct form II transposed; ``a[0]`` must be 1; ``z`` is ``(order, channels)``.
+    """
+    order = z.shape[0]
+    n, c = x.shape
+    for t in range(n):
+        for ch in range(c):
+            xin = x[t, ch]
+            y = b[0] * xin + z[0, ch]
+            for k in range(order - 1):
+                z[k, ch] = b[k + 1] * xin - a[k + 1] * y + z[k + 1, ch]
+            z[order - 1, ch] = b[order] * xin - a[order] * y
+            x[t, ch] = y
+
+
+class NoiseGenerator:
+    """Thermal (white) plus 1/f noise per channel, float32 µV, continuous across calls.
+
+    One white Gaussian draw is shaped by ``thermal + g * H_pink(z)``, so both parts cost
+    one random number per sample; the RMS of each part is what the config states.
+    Calls with different block sizes give the same samples (the draws and the filter
+    state carry over).
+    """
+
+    def __init__(self, config: NoiseConfig, n_channels: int, rng: np.random.Generator) -> None:
+        self.config = config
+        self.n_channels = n_channels
+        self._rng = rng
+        gain_pink = config.pink_uv / np.sqrt(_impulse_energy(_PINK_B, _PINK_A))
+        self._b = (config.thermal_uv * _PINK_A + gain_pink * _PINK_B).astype(np.float64)
+        self._a = _PINK_A.copy()
+        self._z = np.zeros((len(_PINK_A) - 1, n_channels), dtype=np.float32)
+        self._silent = config.thermal_uv == 0 and config.pink_uv == 0
+
+    def generate(self, n_samples: int) -> np.ndarray:
+        """The next ``n_samples`` rows of noise, ``(n_samples, n_channels)`` float32 µV."""
+        if self._silent:
+            return np.zeros((n_samples, self.n_channels), dtype=np.float32)
+        x = self._rng.standard_normal((n_samples, self.n_channels), dtype=np.float32)
+        iir_inplace(x, self._b.astype(np.float32), self._a.astype(np.float32), self._z)
+        return x
