@@ -75,7 +75,7 @@ def make_footprints(
     """Waveform shapes and sparse per-electrode amplitudes for every neuron."""
     n = neuron_xyz.shape[0]
     shapes, trough = make_shapes(n, config, sample_rate_hz, rng)
-    peak: np.ndarray = config.amplitude_uv * rng.lognormal(0.0, config.amplitude_sigma, size=n)
+    peak = config.amplitude_uv * np.asarray(rng.lognormal(0.0, config.amplitude_sigma, size=n))
     electrode_xyz = np.column_stack([electrode_xy, np.zeros(len(electrode_xy))])
     indptr = np.zeros(n + 1, dtype=np.int64)
     channels: list[np.ndarray] = []
