@@ -99,7 +99,8 @@ class InletConfig(StrictModel):
     that order). ``n_channels`` / ``sample_rate_hz`` (when set) must match the stream.
     ``counter_channel`` names a channel carrying the absolute sample index (float32,
     exact below 2**24) used for exact gap and duplicate detection; otherwise
-    timestamps are used, with ``gap_tolerance_samples`` of jitter allowed.
+    timestamps are used: a step between consecutive timestamps of more than
+    ``gap_tolerance_samples`` sample periods is a gap of ``round(step) - 1`` samples.
     """
 
     source_id: str | None = None
@@ -112,7 +113,9 @@ class InletConfig(StrictModel):
     max_chunk_samples: int = Field(1024, ge=1)
     pull_timeout_s: float = Field(0.005, ge=0)
     stall_timeout_s: float = Field(1.0, gt=0)
-    gap_tolerance_samples: float = Field(2.0, ge=0.5)
+    gap_tolerance_samples: float = Field(
+        1.5, ge=1.0, description="a timestamp step above this many samples is a gap"
+    )
     max_buffer_s: int = Field(10, ge=1)
     queue_size: int = Field(1024, ge=1)
     overflow: OverflowPolicy = "drop_oldest"

@@ -1,1 +1,1 @@
-"""Lab Streaming Layer: outlets (stream metadata, pushing chunks) and inlets."""
+"""LSL input and output: the raw-data inlet service and the spike-event outlet."""
