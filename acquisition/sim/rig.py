@@ -72,7 +72,9 @@ class SimulatedRig:
         seeds = np.random.SeedSequence(config.seed).spawn(4 + len(config.populations))
         build_rng = np.random.default_rng(seeds[0])
         self._noise_rng = np.random.default_rng(seeds[1])
-        self._drive_rng = np.random.default_rng(seeds[2])
+        # one generator per population, so the draws never interleave differently
+        drive_seeds = seeds[2].spawn(len(config.populations))
+        self._drive_rngs = [np.random.default_rng(sq) for sq in drive_seeds]
 
         self.probe = build_probe(config.probe)
         self.electrode_xy = electrode_positions(self.probe)
@@ -148,7 +150,9 @@ class SimulatedRig:
             dtype=np.int64,
         )
         self._noisy_pops = [
-            (p, int(self._noise_interval[p.lo])) for p in self.populations if p.noise_std > 0
+            (p, int(self._noise_interval[p.lo]), self._drive_rngs[k])
+            for k, p in enumerate(self.populations)
+            if p.noise_std > 0
         ]
         self._noise_value = np.zeros(self.n_neurons)
 
@@ -267,8 +271,10 @@ class SimulatedRig:
         neuron_parts: list[np.ndarray] = []
         start = 0
         while start < n:
-            length = min(self._block, n - start)
+            # slices end at absolute multiples of the block, so the order of every
+            # floating-point operation is the same whatever chunk sizes the caller uses
             first = t0 + start
+            length = min(self._block - first % self._block, n - start)
             slice_steps: list[np.ndarray] = []
             slice_neurons: list[np.ndarray] = []
             for pop in self.populations:
@@ -359,13 +365,13 @@ class SimulatedRig:
 
     def _add_drive_noise(self, t0: int, n: int, i_ext: np.ndarray) -> None:
         """Add each noisy population's held noise; redraw it at interval boundaries."""
-        for pop, interval in self._noisy_pops:
+        for pop, interval, rng in self._noisy_pops:
             value = self._noise_value[pop.lo : pop.hi]
             cols = slice(pop.lo, pop.hi)
             t = t0
             while t < t0 + n:
                 if t % interval == 0:
-                    value[:] = pop.noise_std * self._drive_rng.standard_normal(pop.hi - pop.lo)
+                    value[:] = pop.noise_std * rng.standard_normal(pop.hi - pop.lo)
                 end = min(t0 + n, (t // interval + 1) * interval)
                 i_ext[t - t0 : end - t0, cols] += value
                 t = end
