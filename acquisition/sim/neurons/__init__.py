@@ -12,15 +12,28 @@ from typing import Annotated
 from pydantic import Field
 
 from acquisition.sim.neurons.base import NeuronModel, SynapseBlock
+from acquisition.sim.neurons.fitzhugh_nagumo import FitzHughNagumoModel, FitzHughNagumoParams
+from acquisition.sim.neurons.hodgkin_huxley import HodgkinHuxleyModel, HodgkinHuxleyParams
+from acquisition.sim.neurons.izhikevich import IzhikevichModel, IzhikevichParams
 from acquisition.sim.neurons.lif import LifModel, LifParams
+from acquisition.sim.neurons.poisson import PoissonModel, PoissonParams
 from bci.errors import UnknownKindError
 
-_MODELS: tuple[type[NeuronModel], ...] = (LifModel,)
+_MODELS: tuple[type[NeuronModel], ...] = (
+    LifModel,
+    IzhikevichModel,
+    HodgkinHuxleyModel,
+    FitzHughNagumoModel,
+    PoissonModel,
+)
 
 NEURON_MODELS: dict[str, type[NeuronModel]] = {m.kind: m for m in _MODELS}
 
 #: The config union of every model's parameters, discriminated on ``kind``.
-NeuronParams = Annotated[LifParams, Field(discriminator="kind")]
+NeuronParams = Annotated[
+    LifParams | IzhikevichParams | HodgkinHuxleyParams | FitzHughNagumoParams | PoissonParams,
+    Field(discriminator="kind"),
+]
 
 
 def model_class(kind: str) -> type[NeuronModel]:
