@@ -12,8 +12,8 @@ from rich.console import Console
 from bci.config import BciConfig, load_config
 from bci.errors import BciError, ConfigError
 
-err_console = Console(stderr=True)
-out_console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+out_console = Console(soft_wrap=True)
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)]
 

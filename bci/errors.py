@@ -36,8 +36,9 @@ class ConfigError(BciError):
         self.problems = problems or []
 
     def __str__(self) -> str:
+        # the message already names the file; each problem names its field and value
         if not self.problems:
-            return super().__str__()
+            return self.message
         return self.message + "\n" + "\n".join(f"  {p}" for p in self.problems)
 
 
