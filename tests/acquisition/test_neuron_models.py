@@ -223,6 +223,27 @@ def test_hodgkin_huxley_rate_rises_with_current_and_is_stable_in_dt() -> None:
     np.testing.assert_allclose(coarse, ref, rtol=0.1)
 
 
+def test_hodgkin_huxley_gate_table_matches_the_rate_functions() -> None:
+    from acquisition.sim.neurons.hodgkin_huxley import (
+        TABLE_DV,
+        TABLE_V_MAX,
+        TABLE_V_MIN,
+        hh_gate_rates,
+        hh_gate_tables,
+    )
+
+    n_points = round((TABLE_V_MAX - TABLE_V_MIN) / TABLE_DV) + 1
+    table = hh_gate_tables(DT, 1.0, TABLE_V_MIN, TABLE_DV, n_points)
+    grid = TABLE_V_MIN + TABLE_DV * np.arange(n_points)
+    for v in np.random.default_rng(0).uniform(-100.0, 60.0, 500):
+        am, bm, ah, bh, an, bn = hh_gate_rates(float(v))
+        exact = []
+        for a, b in ((am, bm), (ah, bh), (an, bn)):
+            exact += [a / (a + b), np.exp(-DT * (a + b))]
+        looked_up = [np.interp(v, grid, table[:, c]) for c in range(6)]
+        np.testing.assert_allclose(looked_up, exact, atol=2e-5)
+
+
 # ------------------------------------------------------------------ Izhikevich patterns
 
 
