@@ -244,6 +244,13 @@ def test_hodgkin_huxley_gate_table_matches_the_rate_functions() -> None:
         np.testing.assert_allclose(looked_up, exact, atol=2e-5)
 
 
+def test_hodgkin_huxley_warmer_axon_fires_faster() -> None:
+    cold = rates_hz(simulate(make(HodgkinHuxleyModel, 1), 10.0, 400.0), 100.0, 400.0)[0]
+    warm_model = make(HodgkinHuxleyModel, 1, temperature_c=16.3)  # rates x3 (Q10 = 3)
+    warm = rates_hz(simulate(warm_model, 10.0, 400.0), 100.0, 400.0)[0]
+    assert warm > 1.5 * cold > 0
+
+
 # ------------------------------------------------------------------ Izhikevich patterns
 
 
@@ -399,6 +406,16 @@ def test_rate_is_stable_across_time_steps(cls: type[NeuronModel], dt: float) -> 
     ).mean()
     assert ref > 0
     assert other == pytest.approx(ref, rel=0.08)
+
+
+@pytest.mark.parametrize("cls", ALL_MODELS)
+def test_block_length_does_not_change_the_spikes(cls: type[NeuronModel]) -> None:
+    n = 12
+    drive = cls.default_drive * np.linspace(0.9, 1.3, n)
+    a = simulate(make(cls, n, seed=2), drive, 300.0, block=300)
+    b = simulate(make(cls, n, seed=2), drive, 300.0, block=7)
+    assert sum(len(s) for s in a) > n
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 @pytest.mark.parametrize("cls", ALL_MODELS)

@@ -10,8 +10,8 @@ seed gives the same spikes and no global random state is touched.
 
 With a refractory period ``t_ref`` the neuron is silent for ``t_ref`` after each spike
 and the intensity outside it is raised to ``r / (1 - r t_ref)``, so the mean rate is
-still the requested ``r`` (a dead-time Poisson process, ISIs more regular than
-exponential); rates at or above ``1 / t_ref`` fire as soon as the period ends.
+still the requested ``r`` (exactly for a constant rate; a dead-time Poisson process with
+ISI CV ``1 - r t_ref``); rates at or above ``1 / t_ref`` fire as soon as the period ends.
 """
 
 from __future__ import annotations
