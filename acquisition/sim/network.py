@@ -98,6 +98,31 @@ def read_edge_list(path: Path, n_neurons: int, dt_ms: float) -> tuple[np.ndarray
     return arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64), arr[:, 2], delay
 
 
+_DENSE_LIMIT = 4_000_000
+
+
+def _sample_pairs(
+    n_pre: int, n_post: int, p: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each (pre, post) pair connected with probability ``p``.
+
+    Small blocks draw one uniform per pair; large ones draw the edge count from the
+    binomial and then that many distinct pairs, which is the same distribution
+    without an ``n_pre x n_post`` matrix.
+    """
+    total = n_pre * n_post
+    if total <= _DENSE_LIMIT:
+        return np.nonzero(rng.random((n_pre, n_post)) < p)
+    k = int(rng.binomial(total, p))
+    flat = np.unique(rng.integers(0, total, size=int(k * 1.05) + 16))
+    while flat.size < k:  # top up after removing duplicates
+        extra = rng.integers(0, total, size=k - flat.size + 16)
+        flat = np.unique(np.concatenate([flat, extra]))
+    flat = rng.permutation(flat)[:k]
+    flat.sort()
+    return flat // n_post, flat % n_post
+
+
 def build_synapses(config: SimRigConfig, rng: np.random.Generator) -> Synapses:
     """Random connections from ``config.connections`` plus the optional edge list."""
     dt_ms = 1000.0 / config.sample_rate_hz
@@ -111,10 +136,10 @@ def build_synapses(config: SimRigConfig, rng: np.random.Generator) -> Synapses:
     for conn in config.connections:
         pre0, n_pre, excitatory = offsets[conn.pre]
         post0, n_post, _ = offsets[conn.post]
-        mask = rng.random((n_pre, n_post)) < conn.probability
-        if conn.pre == conn.post:
-            np.fill_diagonal(mask, False)  # no autapses
-        pre_local, post_local = np.nonzero(mask)
+        pre_local, post_local = _sample_pairs(n_pre, n_post, conn.probability, rng)
+        if conn.pre == conn.post:  # no autapses
+            keep = pre_local != post_local
+            pre_local, post_local = pre_local[keep], post_local[keep]
         k = pre_local.size
         sign = 1.0 if excitatory else -1.0
         delay_ms = rng.uniform(conn.delay_ms[0], conn.delay_ms[1], k)

@@ -24,7 +24,14 @@ from acquisition.sim.neurons import NeuronModel, SynapseBlock, model_class
 from acquisition.sim.neurons.base import SYN_CONDUCTANCE, SYN_CURRENT
 from acquisition.sim.probe import build_probe, electrode_positions
 from acquisition.sim.response import ActiveStimulus, StimulationResponse, opsin_advance
-from acquisition.sim.signal import Footprints, NoiseGenerator, add_spikes, make_footprints
+from acquisition.sim.signal import (
+    Footprints,
+    NoiseGenerator,
+    add_spikes,
+    emit_samples,
+    fill_rows,
+    make_footprints,
+)
 from acquisition.sim.stimulus import ElectricalStimulus, OpticalStimulus, Stimulus
 from bci.types import GT_SPIKE_DTYPE, Chunk
 
@@ -155,6 +162,10 @@ class SimulatedRig:
             if p.noise_std > 0
         ]
         self._noise_value = np.zeros(self.n_neurons)
+        self._i_ext = np.empty((config.chunk_samples, self.n_neurons))
+        self._ge_in = np.zeros((self._block, self.n_neurons))
+        self._gi_in = np.zeros((self._block, self.n_neurons))
+        self._delivered = 0
 
         self.response = StimulationResponse(
             config.stimulation.electrical,
@@ -247,9 +258,11 @@ class SimulatedRig:
         n = int(n_samples)
         t0 = self.next_sample
         with self._lock:
-            self._active.extend(self._pending)
-            self._pending.clear()
-            self._active = [s for s in self._active if s.end > t0]
+            if self._pending:
+                self._active.extend(self._pending)
+                self._pending.clear()
+            if self._active:
+                self._active = [s for s in self._active if s.end > t0]
             active = list(self._active)
             # claim the samples now, so a stimulus arriving during the simulation
             # starts after this chunk rather than inside it
@@ -261,11 +274,12 @@ class SimulatedRig:
             grown = np.zeros((n + width, self.n_channels), dtype=np.float32)
             grown[: self._acc.shape[0]] = self._acc
             self._acc = grown
-
-        i_ext = np.empty((n, self.n_neurons))
-        i_ext[:] = self._bias
-        self._add_drive_noise(t0, n, i_ext)
-        self._apply_stimuli(active, t0, n, i_ext)
+        if self._i_ext.shape[0] < n:
+            self._i_ext = np.empty((n, self.n_neurons))
+        i_ext = self._i_ext[:n]
+        self._fill_drive(t0, n, i_ext)
+        if active or self._opsin_open.any():
+            self._apply_stimuli(active, t0, n, i_ext)
 
         steps_parts: list[np.ndarray] = []
         neuron_parts: list[np.ndarray] = []
@@ -275,54 +289,41 @@ class SimulatedRig:
             # floating-point operation is the same whatever chunk sizes the caller uses
             first = t0 + start
             length = min(self._block - first % self._block, n - start)
-            slice_steps: list[np.ndarray] = []
-            slice_neurons: list[np.ndarray] = []
+            ge_all = self._ge_in[:length]
+            gi_all = self._gi_in[:length]
+            if self.synapses.n_synapses:
+                take_arrivals(self._ring_e, first, ge_all, 0, self.n_neurons)
+                take_arrivals(self._ring_i, first, gi_all, 0, self.n_neurons)
+            delivered = len(steps_parts)
             for pop in self.populations:
                 syn = pop.syn
-                ge_in = syn.ge_in[:length]
-                gi_in = syn.gi_in[:length]
-                take_arrivals(self._ring_e, first, ge_in, pop.lo, pop.hi)
-                take_arrivals(self._ring_i, first, gi_in, pop.lo, pop.hi)
-                block_syn = SynapseBlock(
-                    syn.ge,
-                    syn.gi,
-                    ge_in,
-                    gi_in,
-                    syn.decay_e,
-                    syn.decay_i,
-                    syn.mode,
-                    syn.e_exc,
-                    syn.e_inh,
-                )
+                syn.ge_in = ge_all[:, pop.lo : pop.hi]
+                syn.gi_in = gi_all[:, pop.lo : pop.hi]
                 k = pop.model.advance(
-                    i_ext[start : start + length, pop.lo : pop.hi],
-                    block_syn,
-                    self.dt_ms,
-                    pop.spikes,
+                    i_ext[start : start + length, pop.lo : pop.hi], syn, self.dt_ms, pop.spikes
                 )
                 if k:
-                    slice_steps.append(pop.spikes[:k, 0] + first)
-                    slice_neurons.append(pop.spikes[:k, 1] + pop.lo)
-            if slice_steps:
-                steps = np.concatenate(slice_steps)
-                neurons = np.concatenate(slice_neurons)
-                if self.synapses.n_synapses:
-                    syn_tab = self.synapses
-                    deliver_spikes(
-                        steps,
-                        neurons,
-                        steps.size,
-                        syn_tab.indptr,
-                        syn_tab.post,
-                        syn_tab.weight,
-                        syn_tab.delay,
-                        self._ring_e,
-                        self._ring_i,
-                    )
-                steps_parts.append(steps)
-                neuron_parts.append(neurons)
+                    steps_parts.append(pop.spikes[:k, 0] + first)
+                    neuron_parts.append(pop.spikes[:k, 1] + pop.lo)
+            if self.synapses.n_synapses and len(steps_parts) > delivered:
+                steps = np.concatenate(steps_parts[delivered:])
+                neurons = np.concatenate(neuron_parts[delivered:])
+                tab = self.synapses
+                deliver_spikes(
+                    steps,
+                    neurons,
+                    steps.size,
+                    tab.indptr,
+                    tab.post,
+                    tab.weight,
+                    tab.delay,
+                    self._ring_e,
+                    self._ring_i,
+                )
             start += length
 
+        data = np.empty((n, self.n_channels), dtype=np.float32)
+        self.noise.generate_into(data)
         if steps_parts:
             steps = np.concatenate(steps_parts)
             neurons = np.concatenate(neuron_parts)
@@ -336,45 +337,55 @@ class SimulatedRig:
                 fp.indptr,
                 fp.channels,
                 fp.amplitudes,
+                self.spike_counts,
             )
-            np.add.at(self.spike_counts, neurons, 1)
-            new_gt = np.empty(steps.size, dtype=GT_SPIKE_DTYPE)
-            new_gt["sample"] = steps + fp.trough
-            new_gt["neuron"] = neurons
-            order = np.lexsort((new_gt["neuron"], new_gt["sample"]))
-            self._gt_pending = np.concatenate([self._gt_pending, new_gt[order]])
-
-        data = self._acc[:n].copy()
-        data += self.noise.generate(n)
-        self._add_artifacts(active, t0, n, data)
-        self._acc[:width] = self._acc[n : n + width]
-        self._acc[width:] = 0.0
+            self._queue_ground_truth(steps + fp.trough, neurons)
+        emit_samples(self._acc, data, width)
+        if active:
+            self._add_artifacts(active, t0, n, data)
         if self.config.stream.counter_channel:
             data[:, 0] = (np.arange(t0, t0 + n) % COUNTER_MODULUS).astype(np.float32)
 
-        ready = self._gt_pending["sample"] < t0 + n
-        gt = self._gt_pending[ready]
-        self._gt_pending = self._gt_pending[~ready]
         chunk = Chunk(
             data=data,
             first_sample=t0,
             timestamp=self.origin + t0 / self.sample_rate_hz,
             sample_rate=self.sample_rate_hz,
         )
-        return RigChunk(chunk=chunk, ground_truth=gt, stim_starts=stim_starts)
+        return RigChunk(
+            chunk=chunk, ground_truth=self._take_ground_truth(t0 + n), stim_starts=stim_starts
+        )
 
-    def _add_drive_noise(self, t0: int, n: int, i_ext: np.ndarray) -> None:
-        """Add each noisy population's held noise; redraw it at interval boundaries."""
-        for pop, interval, rng in self._noisy_pops:
-            value = self._noise_value[pop.lo : pop.hi]
-            cols = slice(pop.lo, pop.hi)
-            t = t0
-            while t < t0 + n:
+    def _queue_ground_truth(self, troughs: np.ndarray, neurons: np.ndarray) -> None:
+        new = np.empty(troughs.size, dtype=GT_SPIKE_DTYPE)
+        new["sample"] = troughs
+        new["neuron"] = neurons
+        new = new[np.lexsort((neurons, troughs))]
+        if self._gt_pending.size:
+            new = np.concatenate([self._gt_pending, new])
+        self._gt_pending = new
+
+    def _take_ground_truth(self, end: int) -> np.ndarray:
+        """Ground-truth rows whose trough lies before ``end`` (they are sorted by sample)."""
+        cut = int(np.searchsorted(self._gt_pending["sample"], end))
+        ready = self._gt_pending[:cut]
+        self._gt_pending = self._gt_pending[cut:]
+        return ready
+
+    def _fill_drive(self, t0: int, n: int, i_ext: np.ndarray) -> None:
+        """Tonic drive plus each noisy population's held noise, redrawn at the absolute
+        multiples of its interval (so the result does not depend on chunk sizes)."""
+        t = t0
+        while t < t0 + n:
+            end = t0 + n
+            for pop, interval, rng in self._noisy_pops:
                 if t % interval == 0:
-                    value[:] = pop.noise_std * rng.standard_normal(pop.hi - pop.lo)
-                end = min(t0 + n, (t // interval + 1) * interval)
-                i_ext[t - t0 : end - t0, cols] += value
-                t = end
+                    self._noise_value[pop.lo : pop.hi] = pop.noise_std * rng.standard_normal(
+                        pop.hi - pop.lo
+                    )
+                end = min(end, (t // interval + 1) * interval)
+            fill_rows(i_ext, t - t0, end - t0, self._bias, self._noise_value)
+            t = end
 
     def _apply_stimuli(
         self, active: list[ActiveStimulus], t0: int, n: int, i_ext: np.ndarray

@@ -106,17 +106,44 @@ def add_spikes(
     indptr: np.ndarray,
     channels: np.ndarray,
     amplitudes: np.ndarray,
+    counts: np.ndarray,
 ) -> None:
-    """Add each spike's waveform into ``acc`` (samples x electrodes, µV) at ``offsets``."""
+    """Add each spike's waveform into ``acc`` (samples x electrodes, µV) at ``offsets``;
+    count the spike in ``counts[neuron]``."""
     width = shapes.shape[1]
     for s in range(n_spikes):
         j = neurons[s]
         o = offsets[s]
+        counts[j] += 1
         for k in range(indptr[j], indptr[j + 1]):
             c = channels[k]
             a = amplitudes[k]
             for t in range(width):
                 acc[o + t, c] += a * shapes[j, t]
+
+
+@njit(cache=True, nogil=True)
+def emit_samples(acc: np.ndarray, out: np.ndarray, width: int) -> None:
+    """Add the first ``len(out)`` rows of ``acc`` into ``out``, then shift ``acc`` up by
+    that many rows (keeping the ``width`` rows still to come) and zero the rest."""
+    n, c = out.shape
+    for t in range(n):
+        for ch in range(c):
+            out[t, ch] += acc[t, ch]
+    for t in range(width):
+        for ch in range(c):
+            acc[t, ch] = acc[t + n, ch]
+    for t in range(width, width + n):
+        for ch in range(c):
+            acc[t, ch] = 0.0
+
+
+@njit(cache=True, nogil=True)
+def fill_rows(out: np.ndarray, r0: int, r1: int, bias: np.ndarray, extra: np.ndarray) -> None:
+    """``out[r0:r1, j] = bias[j] + extra[j]`` for every column ``j``."""
+    for t in range(r0, r1):
+        for j in range(out.shape[1]):
+            out[t, j] = bias[j] + extra[j]
 
 
 # 1/f ("pink") noise: a 3-pole/3-zero IIR approximation of a -10 dB/decade slope
@@ -168,12 +195,20 @@ class NoiseGenerator:
         self._b = (config.thermal_uv * _PINK_A + gain_pink * _PINK_B).astype(np.float64)
         self._a = _PINK_A.copy()
         self._z = np.zeros((len(_PINK_A) - 1, n_channels), dtype=np.float32)
+        self._b32 = self._b.astype(np.float32)
+        self._a32 = self._a.astype(np.float32)
         self._silent = config.thermal_uv == 0 and config.pink_uv == 0
 
     def generate(self, n_samples: int) -> np.ndarray:
         """The next ``n_samples`` rows of noise, ``(n_samples, n_channels)`` float32 µV."""
+        out = np.empty((n_samples, self.n_channels), dtype=np.float32)
+        self.generate_into(out)
+        return out
+
+    def generate_into(self, out: np.ndarray) -> None:
+        """Write the next ``len(out)`` rows of noise into ``out`` (float32, C order)."""
         if self._silent:
-            return np.zeros((n_samples, self.n_channels), dtype=np.float32)
-        x = self._rng.standard_normal((n_samples, self.n_channels), dtype=np.float32)
-        iir_inplace(x, self._b.astype(np.float32), self._a.astype(np.float32), self._z)
-        return x
+            out[:] = 0.0
+            return
+        self._rng.standard_normal(out=out, dtype=np.float32)
+        iir_inplace(out, self._b32, self._a32, self._z)
