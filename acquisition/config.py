@@ -8,13 +8,24 @@ Units are in the field names: ``_hz`` hertz, ``_ms`` milliseconds, ``_s`` second
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from bci.schema import StrictModel
 
 OverflowPolicy = Literal["drop_oldest", "drop_newest", "block"]
+
+
+def _default_kind(kind: str) -> BeforeValidator:
+    """Let a section omit ``kind`` (the family's default method is meant)."""
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, dict) and "kind" not in value:
+            return {"kind": kind, **value}
+        return value
+
+    return BeforeValidator(fill)
 
 
 class FilterConfig(StrictModel):
@@ -59,7 +70,10 @@ class ThresholdDetectorConfig(StrictModel):
     adapt_noise: bool = True
 
 
-DetectorConfig = Annotated[ThresholdDetectorConfig, Field(discriminator="kind")]
+#: The detector family (add a method: one model here, one file in ``detection/``).
+DetectorConfig = Annotated[
+    ThresholdDetectorConfig, Field(discriminator="kind"), _default_kind("threshold")
+]
 
 
 class TemplateSorterConfig(StrictModel):
@@ -68,7 +82,8 @@ class TemplateSorterConfig(StrictModel):
     During ``learning_s`` snippets are collected; then PCA (``n_components``) and
     clustering per electrode build templates. Afterwards each spike goes to the closest
     template among units near its peak electrode when the residual is below
-    ``match_threshold`` (in noise units per sample); templates follow drift with rate
+    ``match_threshold`` (in noise units per sample) or its energy is below
+    ``match_relative`` of the snippet's; templates follow drift with rate
     ``drift_alpha``; at least ``new_unit_min_spikes`` unmatched waveforms of one shape
     found a new unit (checked every ``recluster_every_s``).
     """
@@ -82,6 +97,9 @@ class TemplateSorterConfig(StrictModel):
         0.25, gt=0, description="templates closer than this (relative L2) are merged"
     )
     match_threshold: float = Field(2.0, gt=0, description="max RMS residual, in noise units")
+    match_relative: float = Field(
+        0.2, ge=0, lt=1, description="or: max residual energy / snippet energy (big spikes)"
+    )
     drift_alpha: float = Field(0.02, ge=0, le=1)
     new_unit_min_spikes: int = Field(50, ge=5)
     recluster_every_s: float = Field(10.0, gt=0)
@@ -89,7 +107,10 @@ class TemplateSorterConfig(StrictModel):
     seed: int = 0
 
 
-SorterConfig = Annotated[TemplateSorterConfig, Field(discriminator="kind")]
+#: The sorter family (add a method: one model here, one file in ``sorting/``).
+SorterConfig = Annotated[
+    TemplateSorterConfig, Field(discriminator="kind"), _default_kind("template")
+]
 
 
 class InletConfig(StrictModel):

@@ -30,13 +30,15 @@ def design_sos(config: FilterConfig, sample_rate: float) -> np.ndarray:
 
 
 def trough_delay_samples(sos: np.ndarray, sample_rate: float) -> int:
-    """How many samples the filter delays the trough of a typical spike (0.3 ms wide)."""
+    """How many samples the filter delays the trough of a typical spike.
+
+    The typical spike is a negative Ricker wavelet of 0.1 ms width (zero mean, like an
+    extracellular action potential, most of its power at 1-3 kHz).
+    """
     n = int(0.02 * sample_rate)
     t = (np.arange(n) - n // 4) / sample_rate
-    sigma = 0.15e-3
-    pulse = -np.exp(-0.5 * (t / sigma) ** 2) + 0.3 * np.exp(
-        -0.5 * ((t - 4 * sigma) / (3 * sigma)) ** 2
-    )
+    z = t / 1.0e-4
+    pulse = -(1 - z**2) * np.exp(-0.5 * z**2)
     filtered = signal.sosfilt(sos, pulse)
     return int(np.argmin(filtered) - np.argmin(pulse))
 

@@ -48,6 +48,7 @@ class Detections:
     end_sample: int
     timestamp: float
     sample_rate: float
+    noise: np.ndarray | None = None  # (n_channels,) µV noise when decided
 
     def __len__(self) -> int:
         return int(self.samples.shape[0])

@@ -161,6 +161,7 @@ class ThresholdDetector:
                 end_sample=end_abs,
                 timestamp=self._t0 + first / self.sample_rate,
                 sample_rate=self.sample_rate,
+                noise=self.noise,
             )
         else:
             det = self._empty(first, end_abs)

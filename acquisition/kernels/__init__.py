@@ -9,7 +9,8 @@ from __future__ import annotations
 
 def warm_up() -> None:
     """Compile (or load from cache) every kernel of the hot path."""
-    from acquisition.kernels import detect, filter
+    from acquisition.kernels import detect, filter, sort
 
     filter.warm_up()
     detect.warm_up()
+    sort.warm_up()

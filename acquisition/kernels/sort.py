@@ -1,0 +1,103 @@
+"""Template matching kernel of the online sorter."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, nogil=True)
+def assign_spikes(
+    snippets: np.ndarray,
+    channels: np.ndarray,
+    neighbours: np.ndarray,
+    candidates: np.ndarray,
+    templates: np.ndarray,
+    inv_noise: np.ndarray,
+    max_score: float,
+    max_relative: float,
+    alpha: float,
+    out_units: np.ndarray,
+    out_scores: np.ndarray,
+) -> None:
+    """Give each snippet the closest template among the units near its peak electrode.
+
+    ``snippets`` ``(n, n_window, k)`` µV on ``neighbours[channels[i]]``; ``candidates``
+    ``(n_channels, m)`` unit indices near each electrode (``-1`` pads); ``templates``
+    ``(n_units, n_window, n_channels)`` µV. The score is the RMS residual in noise units
+    (``inv_noise`` = 1/noise per electrode). A snippet whose best score is below
+    ``max_score``, or whose residual energy is below ``max_relative`` times its own
+    energy (large spikes), gets that unit (``out_units``, else -1) and pulls its template toward
+    itself by ``alpha`` (drift tracking). ``out_scores`` gets the best score.
+    """
+    n, n_win, k_count = snippets.shape
+    m_count = candidates.shape[1]
+    for i in range(n):
+        c = channels[i]
+        best = -1
+        best_score = np.inf
+        energy = 0.0
+        e_cnt = 0
+        for k in range(k_count):
+            ch = neighbours[c, k]
+            if ch < 0:
+                break
+            w = inv_noise[ch]
+            for s in range(n_win):
+                energy += (snippets[i, s, k] * w) ** 2
+            e_cnt += n_win
+        energy /= max(e_cnt, 1)
+        for m in range(m_count):
+            u = candidates[c, m]
+            if u < 0:
+                break
+            acc = 0.0
+            cnt = 0
+            for k in range(k_count):
+                ch = neighbours[c, k]
+                if ch < 0:
+                    break
+                w = inv_noise[ch]
+                for s in range(n_win):
+                    d = (snippets[i, s, k] - templates[u, s, ch]) * w
+                    acc += d * d
+                cnt += n_win
+            score = np.sqrt(acc / max(cnt, 1))
+            if score < best_score:
+                best_score = score
+                best = u
+        out_scores[i] = best_score
+        good = best_score < max_score or best_score * best_score < max_relative * energy
+        if best >= 0 and good:
+            out_units[i] = best
+            if alpha > 0.0:
+                for k in range(k_count):
+                    ch = neighbours[c, k]
+                    if ch < 0:
+                        break
+                    for s in range(n_win):
+                        templates[best, s, ch] += alpha * (
+                            snippets[i, s, k] - templates[best, s, ch]
+                        )
+        else:
+            out_units[i] = -1
+
+
+def warm_up() -> None:
+    snippets = np.zeros((1, 3, 2), dtype=np.float32)
+    nb = np.array([[0, 1], [1, 0]], dtype=np.int32)
+    cand = np.array([[0, -1], [0, -1]], dtype=np.int32)
+    templates = np.zeros((1, 3, 2), dtype=np.float32)
+    assign_spikes(
+        snippets,
+        np.zeros(1, dtype=np.int32),
+        nb,
+        cand,
+        templates,
+        np.ones(2, dtype=np.float32),
+        1.0,
+        0.2,
+        0.1,
+        np.zeros(1, dtype=np.int32),
+        np.zeros(1, dtype=np.float32),
+    )

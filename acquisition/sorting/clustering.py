@@ -1,0 +1,157 @@
+"""Building templates from snippets: PCA and density clustering per electrode, then
+merging of the clusters that are the same unit seen from neighbouring electrodes.
+
+Plain functions over arrays (vectorised numpy and scikit-learn), no I/O.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _cluster_labels(features: np.ndarray, min_size: int, seed: int) -> np.ndarray:
+    """Density clustering (HDBSCAN) of ``features``; ``-1`` marks noise points."""
+    try:
+        from sklearn.cluster import HDBSCAN
+    except ImportError as exc:  # pragma: no cover - the sort extra brings it
+        raise ImportError("online sorting needs scikit-learn: pip install '.[sort]'") from exc
+    if features.shape[0] < 2 * min_size:
+        return np.zeros(features.shape[0], dtype=np.int64)
+    labels = HDBSCAN(
+        min_cluster_size=min_size,
+        min_samples=max(3, min_size // 4),
+        allow_single_cluster=True,
+        copy=True,
+    ).fit_predict(features)
+    return np.asarray(labels, dtype=np.int64)
+
+
+def cluster_channel(
+    snippets: np.ndarray, inv_noise: np.ndarray, n_components: int, min_size: int, seed: int
+) -> list[np.ndarray]:
+    """Cluster the snippets ``(n, n_window, k)`` of one peak electrode.
+
+    Features: the snippets in noise units (``inv_noise`` per neighbour), flattened and
+    projected on their first ``n_components`` principal components. Returns the index
+    arrays of the clusters with at least ``min_size`` members.
+    """
+    n = snippets.shape[0]
+    if n < min_size:
+        return []
+    x = (snippets * inv_noise[None, None, :]).reshape(n, -1).astype(np.float64)
+    x -= x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    features = x @ vt[:n_components].T
+    labels = _cluster_labels(features, min_size, seed)
+    return [np.flatnonzero(labels == lab) for lab in np.unique(labels) if lab >= 0]
+
+
+def dense_template(
+    snippets: np.ndarray, channel: int, neighbours: np.ndarray, n_channels: int
+) -> np.ndarray:
+    """Median waveform ``(n_window, n_channels)`` of snippets cut on ``neighbours[channel]``."""
+    med = np.median(snippets, axis=0)
+    out = np.zeros((snippets.shape[1], n_channels), dtype=np.float32)
+    nb = neighbours[channel]
+    valid = nb >= 0
+    out[:, nb[valid]] = med[:, valid]
+    return out
+
+
+def _relative_distance(a: np.ndarray, b: np.ndarray, max_shift: int) -> float:
+    """Smallest ``||a - shift(b)|| / max(||a||, ||b||)`` over shifts of ``±max_shift``."""
+    norm = max(float(np.linalg.norm(a)), float(np.linalg.norm(b)), 1e-9)
+    best = np.inf
+    n = a.shape[0]
+    for s in range(-max_shift, max_shift + 1):
+        d = np.linalg.norm(a[s:] - b[: n - s]) if s >= 0 else np.linalg.norm(a[:s] - b[-s:])
+        best = min(best, float(d))
+    return best / norm
+
+
+def merge_templates(
+    templates: list[np.ndarray],
+    counts: list[int],
+    main_channels: np.ndarray,
+    positions_um: np.ndarray,
+    radius_um: float,
+    threshold: float,
+    max_shift: int = 2,
+) -> tuple[list[np.ndarray], list[int], list[list[int]]]:
+    """Merge templates closer than ``threshold`` (relative L2, up to ``max_shift``
+    samples of lag) whose main electrodes are within ``radius_um``.
+
+    Returns the merged templates (count-weighted means), their counts, and for each the
+    indices of the input templates it absorbed.
+    """
+    n = len(templates)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    pos = np.asarray(positions_um)
+    for a in range(n):
+        for b in range(a + 1, n):
+            if np.linalg.norm(pos[main_channels[a]] - pos[main_channels[b]]) > radius_um:
+                continue
+            if _relative_distance(templates[a], templates[b], max_shift) < threshold:
+                parent[find(b)] = find(a)
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(find(i), []).append(i)
+    out_t, out_c, members = [], [], []
+    for idx in groups.values():
+        w = np.array([counts[i] for i in idx], dtype=np.float64)
+        t = sum(templates[i] * wi for i, wi in zip(idx, w, strict=True)) / w.sum()
+        out_t.append(np.asarray(t, dtype=np.float32))
+        out_c.append(int(w.sum()))
+        members.append(idx)
+    return out_t, out_c, members
+
+
+def main_channel(template: np.ndarray) -> int:
+    """The electrode with the largest peak-to-peak amplitude."""
+    return int(np.argmax(template.max(axis=0) - template.min(axis=0)))
+
+
+def learn_templates(
+    channels: np.ndarray,
+    snippets: np.ndarray,
+    neighbours: np.ndarray,
+    noise: np.ndarray,
+    positions_um: np.ndarray,
+    *,
+    n_components: int,
+    min_size: int,
+    merge_threshold: float,
+    merge_radius_um: float,
+    seed: int = 0,
+) -> list[tuple[np.ndarray, int]]:
+    """Templates from a pool of spikes: ``channels`` (peak electrode per spike) and
+    ``snippets`` ``(n, n_window, k)`` on ``neighbours[channel]``.
+
+    Returns ``(template (n_window, n_channels) µV, n_spikes)`` per unit.
+    """
+    n_channels = neighbours.shape[0]
+    noise = np.maximum(np.asarray(noise, dtype=np.float64), 1e-6)
+    templates: list[np.ndarray] = []
+    counts: list[int] = []
+    for c in np.unique(channels):
+        sel = np.flatnonzero(channels == c)
+        nb = neighbours[c]
+        inv = np.where(nb >= 0, 1.0 / noise[np.maximum(nb, 0)], 0.0)
+        for members in cluster_channel(snippets[sel], inv, n_components, min_size, seed):
+            t = dense_template(snippets[sel[members]], int(c), neighbours, n_channels)
+            templates.append(t)
+            counts.append(len(members))
+    if not templates:
+        return []
+    mains = np.array([main_channel(t) for t in templates])
+    merged, merged_counts, _ = merge_templates(
+        templates, counts, mains, positions_um, merge_radius_um, merge_threshold
+    )
+    return list(zip(merged, merged_counts, strict=True))

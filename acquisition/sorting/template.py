@@ -1,0 +1,262 @@
+"""The online template sorter (stage class)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+
+import numpy as np
+
+from acquisition.config import TemplateSorterConfig
+from acquisition.detection.base import Detections
+from acquisition.kernels.sort import assign_spikes
+from acquisition.sorting.clustering import _relative_distance, learn_templates, main_channel
+
+log = logging.getLogger(__name__)
+
+
+class _Pool:
+    """A bounded store of spikes (peak electrode, snippet, sample); oldest dropped."""
+
+    def __init__(self, capacity: int, per_channel: int | None = None) -> None:
+        self.capacity = capacity
+        self.per_channel = per_channel
+        self.channels: list[np.ndarray] = []
+        self.snippets: list[np.ndarray] = []
+        self.samples: list[np.ndarray] = []
+        self.size = 0
+        self.dropped = 0
+        self._per_channel_count: dict[int, int] = {}
+
+    def add(self, channels: np.ndarray, snippets: np.ndarray, samples: np.ndarray) -> None:
+        if self.per_channel is not None and len(channels):
+            keep = np.ones(len(channels), dtype=bool)
+            for i, c in enumerate(channels.tolist()):
+                k = self._per_channel_count.get(c, 0)
+                if k >= self.per_channel:
+                    keep[i] = False
+                else:
+                    self._per_channel_count[c] = k + 1
+            self.dropped += int((~keep).sum())
+            channels, snippets, samples = channels[keep], snippets[keep], samples[keep]
+        if not len(channels):
+            return
+        self.channels.append(channels.copy())
+        self.snippets.append(snippets.copy())
+        self.samples.append(samples.copy())
+        self.size += len(channels)
+        while self.size > self.capacity and self.channels:
+            self.size -= len(self.channels[0])
+            self.dropped += len(self.channels[0])
+            del self.channels[0], self.snippets[0], self.samples[0]
+
+    def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Everything in the pool, which is emptied."""
+        if not self.channels:
+            out = (np.empty(0, np.int32), np.empty((0, 0, 0), np.float32), np.empty(0, np.int64))
+        else:
+            out = (
+                np.concatenate(self.channels),
+                np.concatenate(self.snippets),
+                np.concatenate(self.samples),
+            )
+        self.channels, self.snippets, self.samples = [], [], []
+        self.size = 0
+        self._per_channel_count = {}
+        return out
+
+
+class OnlineTemplateSorter:
+    """Label detected spikes with stable unit ids, causally.
+
+    Consumes :class:`~acquisition.detection.base.Detections` (snippets on the peak
+    electrode's neighbourhood, noise per electrode) and produces an int32 array of unit
+    ids, one per spike (``-1``: not assigned, always during the learning period).
+
+    For ``learning_s`` of stream, snippets are pooled; then templates are learned (PCA and
+    HDBSCAN per peak electrode, merged across neighbours). From then on each spike is
+    assigned to the closest template near its peak electrode in the same call; templates
+    follow drift; unmatched spikes are pooled and clustered every ``recluster_every_s``, a
+    cluster of at least ``new_unit_min_spikes`` unlike every template founds a new unit.
+    Unit ids never change once given. With ``background=True`` learning runs in a worker
+    thread and the stage keeps labelling meanwhile (real time); else it blocks (offline,
+    deterministic).
+    """
+
+    def __init__(
+        self,
+        config: TemplateSorterConfig,
+        positions_um: np.ndarray,
+        neighbours: np.ndarray,
+        n_window: int,
+        sample_rate: float,
+        *,
+        background: bool = False,
+    ) -> None:
+        self.config = config
+        self.positions_um = np.asarray(positions_um, dtype=np.float64)
+        self.neighbours = neighbours
+        self.n_channels = int(neighbours.shape[0])
+        self.n_window = n_window
+        self.sample_rate = float(sample_rate)
+        self.background = background
+        pos = self.positions_um
+        self._dist = np.sqrt(((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1))
+        self._radius = float(
+            max(self._dist[c, nb[nb >= 0]].max() for c, nb in enumerate(neighbours))
+        )
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every unit and start a new learning period."""
+        self.templates = np.zeros((0, self.n_window, self.n_channels), dtype=np.float32)
+        self.unit_counts: list[int] = []
+        self.candidates = np.full((self.n_channels, 1), -1, dtype=np.int32)
+        self.learning = True
+        self._start: int | None = None
+        self._next_recluster = 0
+        cfg = self.config
+        self._learn_pool = _Pool(cfg.max_learning_spikes, per_channel=1000)
+        self._unmatched = _Pool(cfg.max_unmatched)
+        self._pending: concurrent.futures.Future[list[tuple[np.ndarray, int]]] | None = None
+        self._pending_is_learning = False
+        self._noise = np.ones(self.n_channels, dtype=np.float32)
+        self.n_assigned = 0
+        self.n_unmatched = 0
+
+    @property
+    def n_units(self) -> int:
+        return int(self.templates.shape[0])
+
+    # ---------------------------------------------------------------- learning
+
+    def _learn(self, pool: _Pool, min_size: int) -> list[tuple[np.ndarray, int]]:
+        channels, snippets, _ = pool.take()
+        if not len(channels):
+            return []
+        cfg = self.config
+        return learn_templates(
+            channels,
+            snippets,
+            self.neighbours,
+            self._noise.copy(),
+            self.positions_um,
+            n_components=cfg.n_components,
+            min_size=min_size,
+            merge_threshold=cfg.merge_threshold,
+            merge_radius_um=self._radius,
+            seed=cfg.seed,
+        )
+
+    def _start_job(self, pool: _Pool, min_size: int, learning: bool) -> None:
+        self._pending_is_learning = learning
+        if self.background:
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(1, "sorter-learn")
+            self._pending = self._executor.submit(self._learn, pool, min_size)
+        else:
+            self._install(self._learn(pool, min_size), learning)
+
+    def _poll_job(self) -> None:
+        if self._pending is not None and self._pending.done():
+            result = self._pending.result()
+            self._pending = None
+            self._install(result, self._pending_is_learning)
+
+    def _install(self, found: list[tuple[np.ndarray, int]], learning: bool) -> None:
+        """Add new units (during learning: all; later: those unlike existing ones)."""
+        new = []
+        for template, count in found:
+            if not learning and self._like_existing(template):
+                continue
+            new.append((template, count))
+        if new:
+            self.templates = np.concatenate(
+                [self.templates, np.stack([t for t, _ in new]).astype(np.float32)]
+            )
+            self.unit_counts.extend(c for _, c in new)
+        if learning:
+            self.learning = False
+            log.info("online sorter: %d units after learning", self.n_units)
+        elif new:
+            log.info("online sorter: %d new unit(s), %d in all", len(new), self.n_units)
+        self._update_candidates()
+
+    def _like_existing(self, template: np.ndarray) -> bool:
+        main = main_channel(template)
+        for u in range(self.n_units):
+            if self._dist[main, main_channel(self.templates[u])] > self._radius:
+                continue
+            if _relative_distance(template, self.templates[u], 2) < self.config.merge_threshold:
+                return True
+        return False
+
+    def _update_candidates(self) -> None:
+        """Per electrode, the units whose main electrode is within the snippet radius."""
+        mains = np.array([main_channel(t) for t in self.templates], dtype=np.int64)
+        lists = [
+            np.flatnonzero(self._dist[c, mains] <= self._radius) for c in range(self.n_channels)
+        ]
+        m = max([1, *(len(x) for x in lists)])
+        cand = np.full((self.n_channels, m), -1, dtype=np.int32)
+        for c, idx in enumerate(lists):
+            cand[c, : len(idx)] = idx
+        self.candidates = cand
+
+    # ---------------------------------------------------------------- processing
+
+    def process(self, det: Detections) -> np.ndarray:
+        """Unit ids (int32) for the spikes of ``det``, in order."""
+        n = len(det)
+        units = np.full(n, -1, dtype=np.int32)
+        if det.noise is not None:
+            self._noise = det.noise
+        if self._start is None:
+            self._start = det.first_sample
+            self._next_recluster = self._start + round(
+                (self.config.learning_s + self.config.recluster_every_s) * self.sample_rate
+            )
+        self._poll_job()
+        if self.learning:
+            if self._pending is None:
+                self._learn_pool.add(det.channels, det.snippets, det.samples)
+                end_learning = self._start + round(self.config.learning_s * self.sample_rate)
+                if det.end_sample >= end_learning:
+                    self._start_job(self._learn_pool, self.config.min_cluster_spikes, True)
+            return units
+        if n and self.n_units:
+            scores = np.empty(n, dtype=np.float32)
+            inv_noise = (1.0 / np.maximum(self._noise, 1e-6)).astype(np.float32)
+            assign_spikes(
+                det.snippets,
+                det.channels,
+                self.neighbours,
+                self.candidates,
+                self.templates,
+                inv_noise,
+                self.config.match_threshold,
+                self.config.match_relative,
+                self.config.drift_alpha,
+                units,
+                scores,
+            )
+        miss = units < 0
+        n_miss = int(miss.sum())
+        self.n_assigned += n - n_miss
+        self.n_unmatched += n_miss
+        if n_miss:
+            self._unmatched.add(det.channels[miss], det.snippets[miss], det.samples[miss])
+        if det.end_sample >= self._next_recluster and self._pending is None:
+            self._next_recluster = det.end_sample + round(
+                self.config.recluster_every_s * self.sample_rate
+            )
+            self._update_candidates()  # main electrodes may have drifted
+            self._start_job(self._unmatched, self.config.new_unit_min_spikes, False)
+        return units
+
+    def close(self) -> None:
+        """Stop the worker thread (if any)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None

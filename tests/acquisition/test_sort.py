@@ -1,0 +1,155 @@
+"""Online sorter and the whole online pipeline on a small synthetic recording."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pylsl
+import pytest
+
+from acquisition.config import AcquisitionConfig, SpikeOutletConfig
+from acquisition.lsl.spike_outlet import SpikeOutlet
+from acquisition.pipeline import OnlinePipeline
+from bci.types import Chunk
+
+FS = 30_000.0
+
+
+def toy_recording(seconds: float, seed: int = 0, n_units: int = 5):
+    """16 electrodes in two columns; units with distinct shapes at distinct depths."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * FS)
+    pos = np.array([[32.0 * (i % 2), 20.0 * (i // 2)] for i in range(16)])
+    x = rng.normal(0, 8.0, size=(n, 16)).astype(np.float32)
+    t = (np.arange(60) - 20) / FS
+    truth = []
+    for u in range(n_units):
+        depth = 20.0 + 30.0 * u
+        width = (0.8 + 0.25 * (u % 3)) * 1e-4
+        z = t / width  # a negative Ricker wavelet: zero mean, survives the band-pass
+        shape = -(1 - z**2) * np.exp(-0.5 * z**2)
+        amp = 90.0 + 20 * u
+        dist = np.sqrt((pos[:, 0] - 16.0 * (u % 2)) ** 2 + (pos[:, 1] - depth) ** 2)
+        gain = amp * np.exp(-dist / 25.0)
+        isi = rng.exponential(FS / 20.0, size=int(seconds * 30)) + 60
+        times = np.cumsum(isi).astype(np.int64) + 1000
+        times = times[times < n - 100]
+        for s in times:
+            x[s - 20 : s + 40] += shape[:, None] * gain[None, :]
+        truth.append(times)
+    return x, pos, truth
+
+
+def best_accuracy(gt: np.ndarray, samples: np.ndarray, units: np.ndarray, jitter: int = 12):
+    best, best_u = 0.0, -1
+    for u in np.unique(units[units >= 0]):
+        st = np.sort(samples[units == u])
+        idx = np.clip(np.searchsorted(st, gt), 1, len(st) - 1)
+        near = np.minimum(np.abs(st[idx] - gt), np.abs(st[idx - 1] - gt)) <= jitter
+        tp = int(near.sum())
+        acc = tp / (len(gt) + len(st) - tp)
+        if acc > best:
+            best, best_u = acc, int(u)
+    return best, best_u
+
+
+@pytest.fixture(scope="module")
+def sorted_toy():
+    x, pos, truth = toy_recording(14.0)
+    cfg = AcquisitionConfig.model_validate(
+        {"sorter": {"learning_s": 5.0, "recluster_every_s": 3.0, "new_unit_min_spikes": 30}}
+    )
+    pipe = OnlinePipeline(cfg, pos, FS)
+    pipe.warm_up()
+    batches = []
+    rng = np.random.default_rng(0)
+    start = 0
+    while start < x.shape[0]:
+        n = int(rng.integers(15, 900))
+        batches.append(pipe.process(Chunk(x[start : start + n], start, start / FS, FS)))
+        start += n
+    spikes = np.concatenate([b.spikes for b in batches])
+    return pipe, spikes, truth, batches
+
+
+def test_units_found_after_learning(sorted_toy) -> None:
+    pipe, spikes, truth, _ = sorted_toy
+    learn_end = int(5.0 * FS) + 2000
+    after = spikes[spikes["sample"] > learn_end]
+    assert (spikes["unit"][spikes["sample"] < int(5.0 * FS) - 100] == -1).all()
+    found = []
+    for gt in truth:
+        gt = gt[gt > learn_end + 100]
+        acc, unit = best_accuracy(gt, after["sample"], after["unit"])
+        assert acc >= 0.85, (acc, pipe.sorter.n_units)
+        found.append(unit)
+    assert len(set(found)) == len(truth)  # one unit per neuron
+    assert pipe.sorter.n_units <= len(truth) + 2
+
+
+def test_spike_times_are_raw_troughs(sorted_toy) -> None:
+    _, spikes, truth, _ = sorted_toy
+    gt = truth[2]
+    s = np.sort(spikes["sample"])
+    idx = np.clip(np.searchsorted(s, gt), 1, len(s) - 1)
+    err = np.where(np.abs(s[idx] - gt) < np.abs(s[idx - 1] - gt), s[idx] - gt, s[idx - 1] - gt)
+    assert abs(np.median(err)) <= 1  # the filter's delay is compensated
+
+
+def test_batches_are_contiguous_and_ids_stable(sorted_toy) -> None:
+    pipe, _, _, batches = sorted_toy
+    for a, b in itertools.pairwise(batches):
+        assert b.first_sample == a.end_sample
+    n_units = pipe.sorter.n_units
+    templates = pipe.sorter.templates.copy()
+    # more data: known units keep their ids (and at most a few new ones appear)
+    x, _, truth = toy_recording(4.0, seed=1)
+    offset = batches[-1].end_sample + pipe.delay_samples
+    out = [pipe.process(Chunk(x[i : i + 300], offset + i, 0.0, FS)) for i in range(0, len(x), 300)]
+    spikes = np.concatenate([b.spikes for b in out])
+    assert pipe.sorter.n_units >= n_units
+    np.testing.assert_equal(pipe.sorter.templates.shape[1:], templates.shape[1:])
+    for gt in truth:
+        acc, _ = best_accuracy(gt[gt > 2000] + offset, spikes["sample"], spikes["unit"])
+        assert acc >= 0.8
+
+
+def test_new_unit_appears_after_learning() -> None:
+    x, pos, truth = toy_recording(16.0, seed=3)
+    # unit 4 only starts firing after the learning period
+    late = truth[4]
+    x2, _, _ = toy_recording(16.0, seed=3, n_units=4)
+    x[: int(6 * FS)] = x2[: int(6 * FS)]
+    cfg = AcquisitionConfig.model_validate(
+        {"sorter": {"learning_s": 4.0, "recluster_every_s": 2.0, "new_unit_min_spikes": 30}}
+    )
+    pipe = OnlinePipeline(cfg, pos, FS)
+    out = [pipe.process(Chunk(x[i : i + 3000], i, 0.0, FS)) for i in range(0, len(x), 3000)]
+    n_after_learning = None
+    spikes = np.concatenate([b.spikes for b in out])
+    n_after_learning = 4
+    assert pipe.sorter.n_units >= n_after_learning + 1
+    gt = late[late > int(12 * FS)]
+    tail = spikes[spikes["sample"] > int(12 * FS)]
+    acc, unit = best_accuracy(gt, tail["sample"], tail["unit"])
+    assert acc >= 0.8
+    assert unit >= n_after_learning
+
+
+def test_spike_outlet_publishes(unique_id: str, sorted_toy) -> None:
+    _, _, _, batches = sorted_toy
+    outlet = SpikeOutlet(SpikeOutletConfig(name=f"spikes-{unique_id}"), unique_id)
+    info = pylsl.resolve_byprop("source_id", unique_id, timeout=5.0)[0]
+    inlet = pylsl.StreamInlet(info)
+    inlet.open_stream(timeout=5.0)
+    assert outlet.outlet.wait_for_consumers(5.0)
+    batch = next(b for b in batches[::-1] if len(b) >= 2)
+    outlet.push(batch)
+    got: list[list[float]] = []
+    deadline = pylsl.local_clock() + 5.0
+    while len(got) < len(batch) and pylsl.local_clock() < deadline:
+        samples, _ = inlet.pull_chunk(timeout=0.1)
+        got.extend(samples)
+    assert [int(g[0]) for g in got] == batch.spikes["sample"].tolist()
+    assert [int(g[2]) for g in got] == batch.spikes["unit"].tolist()
