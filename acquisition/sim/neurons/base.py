@@ -107,9 +107,7 @@ class NeuronModel(ABC):
         """Put every neuron back in its initial (resting, randomised by ``rng``) state."""
 
     @abstractmethod
-    def advance(
-        self, i_ext: FloatArray, syn: SynapseBlock, dt_ms: float, spikes: IntArray
-    ) -> int:
+    def advance(self, i_ext: FloatArray, syn: SynapseBlock, dt_ms: float, spikes: IntArray) -> int:
         """Advance ``i_ext.shape[0]`` steps of ``dt_ms``; write spikes; return their count.
 
         ``spikes`` has shape ``(capacity, 2)`` with capacity at least ``L * n``.
