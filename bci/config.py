@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, ValidationError
 from acquisition.sim.config import SimRigConfig
 from bci.errors import ConfigError
 from bci.schema import StrictModel
+from decoders.config import DecoderSection
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -32,6 +33,7 @@ class BciConfig(StrictModel):
 
     rig: str = Field(default="rig0", pattern=_ID_PATTERN, max_length=64)
     sim_rig: SimRigConfig | None = None
+    decoders: DecoderSection | None = None
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:
