@@ -92,9 +92,9 @@ class TemplateSorterConfig(StrictModel):
     learning_s: float = Field(30.0, gt=0)
     n_components: int = Field(6, ge=1, le=32)
     max_learning_spikes: int = Field(200_000, ge=100)
-    min_cluster_spikes: int = Field(20, ge=3)
+    min_cluster_spikes: int = Field(10, ge=3)
     merge_threshold: float = Field(
-        0.25, gt=0, description="templates closer than this (relative L2) are merged"
+        0.3, gt=0, description="templates closer than this (relative L2) are merged"
     )
     match_threshold: float = Field(2.0, gt=0, description="max RMS residual, in noise units")
     match_relative: float = Field(

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from acquisition.cli_sort import sort_command
 from acquisition.sim.cli import sim_rig
 from bci.cliutil import ConfigArg, err_console, load_or_exit, out_console
 from bci.config import dump_config
@@ -44,6 +45,7 @@ def check(config: ConfigArg) -> None:
 
 
 app.command("sim-rig")(sim_rig)
+app.command("sort")(sort_command)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from acquisition.config import AcquisitionConfig
 from acquisition.sim.config import SimRigConfig
 from bci.errors import ConfigError
 from bci.schema import StrictModel
@@ -33,6 +34,7 @@ class BciConfig(StrictModel):
 
     rig: str = Field(default="rig0", pattern=_ID_PATTERN, max_length=64)
     sim_rig: SimRigConfig | None = None
+    acquisition: AcquisitionConfig | None = None
     decoders: DecoderSection | None = None
 
 

@@ -43,7 +43,33 @@ def cluster_channel(
     _, _, vt = np.linalg.svd(x, full_matrices=False)
     features = x @ vt[:n_components].T
     labels = _cluster_labels(features, min_size, seed)
+    labels = _reassign_noise(features, labels)
     return [np.flatnonzero(labels == lab) for lab in np.unique(labels) if lab >= 0]
+
+
+def _reassign_noise(features: np.ndarray, labels: np.ndarray, factor: float = 2.5) -> np.ndarray:
+    """Give each noise point (-1) to the nearest cluster when it lies within ``factor``
+    times that cluster's median member distance from its centre (density clustering
+    leaves the fringe of small clusters unlabelled)."""
+    ids = [lab for lab in np.unique(labels) if lab >= 0]
+    noise = np.flatnonzero(labels < 0)
+    if not ids or not len(noise):
+        return labels
+    centres = np.stack([features[labels == lab].mean(axis=0) for lab in ids])
+    spread = np.array(
+        [
+            np.median(np.linalg.norm(features[labels == lab] - centres[i], axis=1))
+            for i, lab in enumerate(ids)
+        ]
+    )
+    d = np.linalg.norm(features[noise, None, :] - centres[None, :, :], axis=2) / np.maximum(
+        spread[None, :], 1e-9
+    )
+    best = np.argmin(d, axis=1)
+    ok = d[np.arange(len(noise)), best] < factor
+    out = labels.copy()
+    out[noise[ok]] = np.asarray(ids)[best[ok]]
+    return out
 
 
 def dense_template(
