@@ -321,7 +321,9 @@ class DecoderCheckpointer:
         return None
 
     def shutdown(self, sample: int) -> Path:
-        """Final checkpoint on a clean stop."""
+        """Final checkpoint on a clean stop (none if nothing changed since the last one)."""
+        if self.last_path is not None and self.last_saved_sample == sample:
+            return self.last_path
         return self.save(sample)
 
     def restore(self) -> Checkpoint | None:

@@ -80,6 +80,11 @@ class PlasticityRule(ABC):
 
     def process(self, pre: SpikeBatch, post: SpikeBatch | None = None) -> FloatArray:
         """Update the weights with one chunk of pre- (and post-) synaptic spikes."""
+        if post is not None and (post.first_sample, post.end_sample) != (
+            pre.first_sample,
+            pre.end_sample,
+        ):
+            raise ValueError("pre and post batches must cover the same samples")
         self.update(
             unit_spikes(pre, self.n_pre),
             unit_spikes(post, self.n_post),
