@@ -164,9 +164,9 @@ def test_rate_rule_sign_with_noisy_device(device_kind: str) -> None:
     """High-rate epochs potentiate, low-rate epochs depress, in >= 95% of epochs."""
     rng = np.random.default_rng(11)
     n_pre, n_post, n_epochs, window_ms = 12, 4, 120, 500.0
-    if device_kind == "pulsed":
+    if device_kind == "pulsed":  # write noise of a third of a mid-range step per pulse
         dev_params = PulsedParams(
-            alpha_p=0.06, alpha_d=0.06, d2d_cv=0.3, c2c_cv=0.5, write_noise=0.003
+            alpha_p=0.06, alpha_d=0.06, d2d_cv=0.3, c2c_cv=0.5, write_noise=0.01
         )
     else:
         dev_params = MemristorParams(d2d_cv=0.3, c2c_cv=0.5)
