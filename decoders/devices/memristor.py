@@ -112,8 +112,10 @@ class MemristorDevice(SynapseDevice):
     params: MemristorParams
 
     def reset(self) -> None:
-        s = lognormal_sigma(self.params.d2d_cv)
-        self._a = np.exp(s * self._rng.standard_normal(self.shape) - 0.5 * s * s)
+        """Initial weights again; the devices (their device-to-device factors) stay."""
+        if not hasattr(self, "_a"):
+            s = lognormal_sigma(self.params.d2d_cv)
+            self._a = np.exp(s * self._rng.standard_normal(self.shape) - 0.5 * s * s)
         self._c_set = self.params.drive(self.params.v_set)
         self._c_reset = self.params.drive(self.params.v_reset)
         super().reset()

@@ -95,8 +95,10 @@ class PulsedDevice(SynapseDevice):
     params: PulsedParams
 
     def reset(self) -> None:
-        s = lognormal_sigma(self.params.d2d_cv)
-        self._a = np.exp(s * self._rng.standard_normal(self.shape) - 0.5 * s * s)
+        """Initial weights again; the devices (their device-to-device factors) stay."""
+        if not hasattr(self, "_a"):
+            s = lognormal_sigma(self.params.d2d_cv)
+            self._a = np.exp(s * self._rng.standard_normal(self.shape) - 0.5 * s * s)
         super().reset()
 
     @property
