@@ -58,7 +58,7 @@ class StreamingFilter:
         self.sample_rate = sample_rate
         self.sos = design_sos(config, sample_rate)
         self.delay_samples = trough_delay_samples(self.sos, sample_rate)
-        self._zi = np.zeros((n_channels, self.sos.shape[0], 2), dtype=np.float64)
+        self._zi = np.zeros((self.sos.shape[0], 2, n_channels), dtype=np.float64)
         self._out = np.empty((0, n_channels), dtype=np.float32)
 
     def reset(self) -> None:
