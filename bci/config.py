@@ -19,6 +19,7 @@ from acquisition.sim.config import SimRigConfig
 from bci.errors import ConfigError
 from bci.schema import StrictModel
 from decoders.config import DecoderSection
+from stimulators.config import DriverConfig, MqttConfig, StimulationConfig
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -36,6 +37,9 @@ class BciConfig(StrictModel):
     sim_rig: SimRigConfig | None = None
     acquisition: AcquisitionConfig | None = None
     decoders: DecoderSection | None = None
+    mqtt: MqttConfig | None = None
+    stimulation: StimulationConfig | None = None
+    drivers: list[DriverConfig] = Field(default_factory=list)
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:

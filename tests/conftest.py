@@ -6,6 +6,8 @@ import uuid
 
 import pytest
 
+pytest_plugins = ["tests.fixtures.mqtt"]
+
 
 @pytest.fixture
 def unique_id() -> str:
