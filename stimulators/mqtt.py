@@ -284,6 +284,7 @@ class StimPublisher:
         self.wait_ready = wait_ready
         #: Last state each device's driver reported (``ready``, ``safe``, ``offline``).
         self.device_states: dict[str, str] = {}
+        self._status_event = asyncio.Event()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -461,6 +462,13 @@ class StimPublisher:
             state = None
         self.device_states[device] = str(state)
         self._queue_event.set()
+        self._status_event.set()
+
+    async def wait_device_ready(self, device: str) -> None:
+        """Wait until ``device``'s driver reports ``ready`` (caller sets the deadline)."""
+        while self.device_states.get(device) != "ready":
+            self._status_event.clear()
+            await self._status_event.wait()
 
     def _next_sendable(self) -> AnyCommand | None:
         """Remove and return the first queued command whose device is ready, dropping
