@@ -17,6 +17,7 @@ from acquisition.cli_sort import sort_command
 from acquisition.sim.cli import sim_rig
 from bci.cliutil import ConfigArg, err_console, load_or_exit, out_console
 from bci.config import dump_config
+from bci.run_cli import run
 from stimulators.cli import driver
 
 app = typer.Typer(
@@ -46,6 +47,7 @@ def check(config: ConfigArg) -> None:
 
 
 app.command("sim-rig")(sim_rig)
+app.command("run")(run)
 app.command("sort")(sort_command)
 app.command("driver")(driver)
 

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from acquisition.config import AcquisitionConfig
 from acquisition.sim.config import SimRigConfig
 from bci.errors import ConfigError
+from bci.loop import LoopConfig
 from bci.schema import StrictModel
 from decoders.config import DecoderSection
 from stimulators.config import DriverConfig, MqttConfig, StimulationConfig
@@ -40,6 +41,41 @@ class BciConfig(StrictModel):
     mqtt: MqttConfig | None = None
     stimulation: StimulationConfig | None = None
     drivers: list[DriverConfig] = Field(default_factory=list)
+    loop: LoopConfig | None = None
+
+    @model_validator(mode="after")
+    def _graph(self) -> BciConfig:
+        """The whole pipeline hangs together: every policy's device is declared and
+        reaches its electrodes or site; a sim_rig source has a sim_rig section."""
+        if self.loop is None:
+            return self
+        if self.loop.source.kind == "sim_rig" and self.sim_rig is None:
+            raise ValueError("loop.source is sim_rig but there is no sim_rig: section")
+        devices = {d.name: d for d in self.stimulation.devices} if self.stimulation else {}
+        for i, policy in enumerate(self.loop.policies):
+            where = f"loop.policies[{i}]"
+            device = devices.get(policy.device)
+            if device is None:
+                raise ValueError(
+                    f"{where}.device: {policy.device!r} is not in stimulation.devices "
+                    f"({sorted(devices)})"
+                )
+            cmd = policy.command
+            if cmd.kind != device.kind:
+                raise ValueError(
+                    f"{where}.command: a {cmd.kind} command for the {device.kind} device "
+                    f"{device.name!r}"
+                )
+            if cmd.kind == "electrical" and device.kind == "electrical":
+                known = {e for env in device.electrodes for e in env.ids}
+                missing = sorted(set(cmd.electrodes) - known)
+                if missing:
+                    raise ValueError(f"{where}.command.electrodes {missing} have no envelope")
+            if cmd.kind == "optical" and device.kind == "optical":
+                sites = {s.site for s in device.sites}
+                if cmd.site not in sites:
+                    raise ValueError(f"{where}.command.site {cmd.site!r} not in {sorted(sites)}")
+        return self
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:

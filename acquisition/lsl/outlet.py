@@ -142,3 +142,27 @@ class EventOutlet:
 
     def close(self) -> None:
         del self._outlet
+
+
+def read_positions(info: pylsl.StreamInfo) -> np.ndarray | None:
+    """Electrode positions ``(n_channels, 2)`` (x, y) from a StreamInfo's ``desc``.
+
+    Reads ``channels/channel/location/{X,Y}``; converts millimetres to µm when
+    ``channels/location_unit`` is absent (the XDF default is mm). ``None`` when any
+    channel lacks a location.
+    """
+    channels = info.desc().child("channels")
+    unit = channels.child_value("location_unit")
+    scale = 1.0 if unit in ("micrometers", "um", "µm") else 1000.0
+    xy = []
+    ch = channels.child("channel")
+    while not ch.empty():
+        loc = ch.child("location")
+        x, y = loc.child_value("X"), loc.child_value("Y")
+        if loc.empty() or x == "" or y == "":
+            return None
+        xy.append((float(x) * scale, float(y) * scale))
+        ch = ch.next_sibling("channel")
+    if len(xy) != info.channel_count():
+        return None
+    return np.array(xy, dtype=np.float64)

@@ -112,7 +112,8 @@ def _sample_pairs(
     """
     total = n_pre * n_post
     if total <= _DENSE_LIMIT:
-        return np.nonzero(rng.random((n_pre, n_post)) < p)
+        pre, post = np.nonzero(rng.random((n_pre, n_post)) < p)
+        return pre, post
     k = int(rng.binomial(total, p))
     flat = np.unique(rng.integers(0, total, size=int(k * 1.05) + 16))
     while flat.size < k:  # top up after removing duplicates

@@ -1,0 +1,409 @@
+"""The services of a closed-loop run, wired from one validated config.
+
+Dependency order (the supervisor starts them so, and stops them in reverse):
+
+``broker`` (only when no broker is configured: an embedded amqtt broker) ->
+``rig`` (a ``bci sim-rig`` child process: the simulated rig streaming over LSL and its
+simulated drivers, when the source is ``sim_rig``) ->
+``publisher`` (the controller's MQTT side, behind the safety envelope) ->
+``loop`` (LSL inlet and the hot path in their own thread).
+
+Stopping leaves nothing on: the loop stops first (no new commands), the publisher
+sends ``stop_all`` to every device and says goodbye on the heartbeat topic, the rig
+process gets SIGTERM (its drivers stop output, its streams close), the decoder
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pylsl
+import yaml
+
+from acquisition.config import AcquisitionConfig
+from acquisition.lsl.inlet import LslInlet
+from acquisition.lsl.outlet import read_positions
+from acquisition.pipeline import OnlinePipeline
+from bci.clock import now
+from bci.config import BciConfig
+from bci.errors import ConfigError, SafetyViolation, ServiceError
+from bci.loop import HotPath, LatencyTracer, LoopConfig
+from bci.service import Service, Supervisor
+from decoders.pipeline import DecoderPipeline, build_readout
+from decoders.warmup import warm_up as decoders_warm_up
+from stimulators.broker import EmbeddedBroker
+from stimulators.commands import StopAll, new_command_id
+from stimulators.config import MqttConfig, effective_mqtt
+from stimulators.drivers import NEEDS_SIM_RIG
+from stimulators.mqtt import StimPublisher
+from stimulators.policies import AnyStimCommand, make_policy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What the services of one run share (filled in as they start)."""
+
+    config: BciConfig
+    loop_config: LoopConfig
+    mqtt: MqttConfig | None = None
+    source_id: str | None = None
+    publisher: StimPublisher | None = None
+    hot: HotPath | None = None
+    tracer: LatencyTracer = field(default_factory=LatencyTracer)
+    started: float = field(default_factory=now)
+    inlet_faults: list[Any] = field(default_factory=list)
+
+
+def _acquisition_config(runtime: Runtime) -> AcquisitionConfig:
+    cfg = runtime.config.acquisition or AcquisitionConfig()
+    if runtime.source_id is not None:
+        inlet = cfg.inlet.model_copy(
+            update={"source_id": runtime.source_id, "name": None, "type": None}
+        )
+        cfg = cfg.model_copy(update={"inlet": inlet})
+    return cfg
+
+
+def _full_info(inlet: LslInlet, timeout: float = 5.0) -> pylsl.StreamInfo:
+    """The stream's full description (a resolved StreamInfo lacks ``desc``)."""
+    if inlet._inlet is None:  # opened just before; the inlet keeps its pylsl handle
+        raise ServiceError("the inlet is not connected")
+    return inlet._inlet.info(timeout)
+
+
+# ---------------------------------------------------------------------- services
+
+
+class BrokerService(Service):
+    """An embedded MQTT broker on a free loopback port (when none is configured)."""
+
+    name = "broker"
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.url: str | None = None
+
+    async def run(self, ready: Callable[[], None]) -> None:
+        async with EmbeddedBroker() as broker:
+            self.url = broker.url
+            # amqtt speaks MQTT 3.1.1 only (and times out on a v5 CONNECT)
+            self.runtime.mqtt = MqttConfig(url=broker.url, protocol="3.1.1")
+            ready()
+            await asyncio.Event().wait()
+
+    def metrics(self) -> dict[str, Any]:
+        return {"url": self.url}
+
+
+class RigService(Service):
+    """The simulated rig and its simulated drivers, as a ``bci sim-rig`` child process.
+
+    The rig is a separate process, as a real amplifier and stimulator would be: it
+    streams over LSL and takes commands over MQTT, and never competes with the hot path
+    for the interpreter. The broker reaches it through ``BCI_MQTT_URL`` (credentials
+    never touch the disk). Ready once the child says its stream and drivers are up;
+    a child that exits by itself is a failure (the supervisor restarts it); on stop it
+    gets SIGTERM (its drivers stop output) and, after 10 s, SIGKILL.
+    """
+
+    name = "rig"
+
+    def __init__(self, runtime: Runtime, workdir: Path, needs_broker: bool) -> None:
+        self.runtime = runtime
+        self.workdir = workdir
+        self.depends_on = ("broker",) if needs_broker else ()
+        self.pid: int | None = None
+        self.source_id: str | None = None
+        self.log_path = workdir / "sim-rig.log"
+
+    def _child_config(self) -> Path:
+        rt = self.runtime
+        data = rt.config.model_dump(mode="json", exclude={"loop"})
+        if rt.mqtt is not None:
+            data["mqtt"] = {"protocol": rt.mqtt.protocol}
+        path = self.workdir / "sim-rig.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    async def run(self, ready: Callable[[], None]) -> None:
+        rt = self.runtime
+        env = dict(os.environ)
+        if rt.mqtt is not None and rt.mqtt.url is not None:
+            env["BCI_MQTT_URL"] = rt.mqtt.url
+        cmd = [sys.executable, "-m", "bci", "sim-rig", str(self._child_config()), "--announce"]
+        with self.log_path.open("ab") as log_file:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, stdout=asyncio.subprocess.PIPE, stderr=log_file, env=env
+            )
+        self.pid = proc.pid
+        assert proc.stdout is not None
+        try:
+            async with asyncio.timeout(120.0):
+                while True:
+                    line = await proc.stdout.readline()
+                    if not line:
+                        code = await proc.wait()
+                        raise ServiceError(
+                            f"bci sim-rig exited before it was ready (code {code}); "
+                            f"see {self.log_path}"
+                        )
+                    with contextlib.suppress(ValueError):
+                        msg = json.loads(line)
+                        if isinstance(msg, dict) and msg.get("event") == "ready":
+                            self.source_id = rt.source_id = str(msg["source_id"])
+                            break
+            ready()
+            while await proc.stdout.readline():  # drain its summary; ends when it exits
+                pass
+            code = await proc.wait()
+            raise ServiceError(f"bci sim-rig exited by itself (code {code}); see {self.log_path}")
+        finally:
+            await _terminate(proc)
+
+    def metrics(self) -> dict[str, Any]:
+        return {"pid": self.pid, "log": str(self.log_path)}
+
+
+async def _terminate(proc: asyncio.subprocess.Process, grace_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace_s``; always reaps the process."""
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        async with asyncio.timeout(grace_s):
+            await proc.wait()
+    except TimeoutError:
+        log.error("sim-rig pid %s ignored SIGTERM for %g s: killing it", proc.pid, grace_s)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+
+
+class PublisherService(Service):
+    """The controller's MQTT publisher; on stop it tells every device to stop output."""
+
+    name = "publisher"
+
+    def __init__(self, runtime: Runtime, needs_broker: bool) -> None:
+        self.runtime = runtime
+        self.depends_on = ("broker",) if needs_broker else ()
+
+    async def run(self, ready: Callable[[], None]) -> None:
+        rt = self.runtime
+        assert rt.mqtt is not None
+        assert rt.config.stimulation is not None
+        async with StimPublisher(
+            rt.mqtt, rt.config.stimulation, rt.config.rig, on_ack=rt.tracer.on_ack
+        ) as pub:
+            await pub.wait_connected()
+            rt.publisher = pub
+            try:
+                ready()
+                await asyncio.Event().wait()
+            finally:
+                await self._stop_all(pub)
+                rt.publisher = None
+
+    async def _stop_all(self, pub: StimPublisher) -> None:
+        """Send stop_all to every device and wait (up to 1 s) for the acks."""
+        rt = self.runtime
+        assert rt.config.stimulation is not None
+        t = now()
+        ids = []
+        for device in rt.config.stimulation.devices:
+            cmd = StopAll(
+                command_id=new_command_id(),
+                rig=rt.config.rig,
+                device=device.name,
+                cause={"time": t, "sample": 0},
+                deadline=t + 1.0,
+            )
+            with contextlib.suppress(SafetyViolation):
+                pub.submit(cmd)
+                ids.append(cmd.command_id)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                for cid in ids:
+                    await pub.wait_ack(cid)
+
+    def metrics(self) -> dict[str, Any]:
+        pub = self.runtime.publisher
+        if pub is None:
+            return {}
+        s = pub.stats
+        return {"published": s.published, "rejected": s.rejected, "dropped": s.dropped_full}
+
+
+class LoopService(Service):
+    """The LSL inlet and the hot path, in a thread of their own so that blocking pulls
+    never block the event loop; commands cross to the loop's publisher."""
+
+    name = "loop"
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        deps = []
+        if runtime.loop_config.source.kind == "sim_rig":
+            deps.append("rig")
+        if runtime.loop_config.policies:
+            deps.append("publisher")
+        self.depends_on = tuple(deps)
+        self._stop = threading.Event()
+        self.max_staleness_s = runtime.loop_config.max_staleness_ms / 1000.0
+
+    def build_hot_path(self, positions: np.ndarray, sample_rate: float) -> HotPath:
+        rt = self.runtime
+        lc = rt.loop_config
+        acq = OnlinePipeline(
+            _acquisition_config(rt), positions, sample_rate, background_learning=True, sort=lc.sort
+        )
+        decoder = readout = None
+        section = rt.config.decoders
+        if section is not None and lc.use_decoder:
+            decoder = DecoderPipeline(section, sample_rate)
+            decoder.restore()
+            if section.readout is not None:
+                readout = build_readout(section.readout, section.n_units, sample_rate)
+        policies = [make_policy(p, rt.config.rig, sample_rate) for p in lc.policies]
+        return HotPath(acq, policies, decoder, readout, lc.max_raster_spikes)
+
+    async def run(self, ready: Callable[[], None]) -> None:
+        rt = self.runtime
+        self._stop.clear()
+        # kernels were compiled before the services started (warm_up_all); opening the
+        # inlet only now means no backlog piles up while anything else gets ready
+        inlet = LslInlet(_acquisition_config(rt).inlet)
+        await asyncio.to_thread(inlet.open)
+        try:
+            info = await asyncio.to_thread(_full_info, inlet)
+            positions = read_positions(info)
+            if positions is None:
+                raise ConfigError(
+                    "the stream has no electrode positions in its description; the "
+                    "detector needs them (channels/channel/location)"
+                )
+            hot = self.build_hot_path(positions, info.nominal_srate())
+            rt.hot = hot
+            loop = asyncio.get_running_loop()
+            ready()
+            await asyncio.to_thread(self._pull_loop, inlet, hot, loop)
+        finally:
+            self._stop.set()
+            inlet.close()
+            if rt.hot is not None:
+                if rt.hot.decoder is not None:
+                    rt.hot.decoder.shutdown(rt.hot.stats.end_sample)
+                rt.hot.acquisition.close()
+
+    def _pull_loop(self, inlet: LslInlet, hot: HotPath, loop: asyncio.AbstractEventLoop) -> None:
+        rate = hot.acquisition.sample_rate
+        while not self._stop.is_set():
+            chunks = inlet.pull(timeout=0.05)
+            pulled = now()
+            for chunk in chunks:
+                chunk_end = chunk.timestamp + (chunk.n_samples - 1) / rate
+                _, commands = hot.process(chunk, stale=pulled - chunk_end > self.max_staleness_s)
+                if commands:
+                    at = now()
+                    for cmd in commands:
+                        self.runtime.tracer.on_command(cmd, chunk_end, pulled, at)
+                    loop.call_soon_threadsafe(self._submit, commands)
+            self.runtime.inlet_faults = list(inlet.faults)
+
+    def _submit(self, commands: list[AnyStimCommand]) -> None:
+        pub = self.runtime.publisher
+        for cmd in commands:
+            if pub is None:
+                self.runtime.tracer.on_rejected(cmd, "publisher.unavailable")
+                continue
+            try:
+                pub.submit(cmd)
+            except SafetyViolation as exc:
+                log.warning("policy command rejected by the envelope: %s", exc)
+                self.runtime.tracer.on_rejected(cmd, exc.rule)
+
+    async def stop(self) -> None:
+        self._stop.set()
+
+    def metrics(self) -> dict[str, Any]:
+        hot = self.runtime.hot
+        return {} if hot is None else hot.status()
+
+
+# ---------------------------------------------------------------------- wiring
+
+
+def build_runtime(config: BciConfig, workdir: Path) -> tuple[Runtime, list[Service]]:
+    """The services a config asks for, in no particular order (the supervisor sorts).
+
+    ``workdir`` receives the rig process's config and log.
+    """
+    loop_config = config.loop or LoopConfig()
+    try:
+        mqtt = effective_mqtt(config.mqtt)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    rt = Runtime(config=config, loop_config=loop_config, mqtt=mqtt if mqtt and mqtt.url else None)
+    needs_broker = rt.mqtt is None
+    sim_drivers = any(d.kind in NEEDS_SIM_RIG for d in config.drivers)
+    sim_source = loop_config.source.kind == "sim_rig"
+    services: list[Service] = []
+    if needs_broker and (loop_config.policies or (sim_source and sim_drivers)):
+        services.append(BrokerService(rt))
+    else:
+        needs_broker = False
+    if sim_source:
+        if config.sim_rig is None:
+            raise ConfigError("loop.source is sim_rig but the config has no sim_rig: section")
+        workdir.mkdir(parents=True, exist_ok=True)
+        services.append(RigService(rt, workdir, needs_broker and sim_drivers))
+    if loop_config.policies:
+        if config.stimulation is None:
+            raise ConfigError("loop.policies need a stimulation: section with their devices")
+        services.append(PublisherService(rt, needs_broker))
+    services.append(LoopService(rt))
+    return rt, services
+
+
+def warm_up_all(config: BciConfig) -> None:
+    """Compile every numba kernel the loop will use, before any service starts: a
+    compilation holds the GIL for long stretches, which would starve the event loop
+    (and the controller's heartbeat) if it happened while services run. (The rig
+    process warms up its own kernels.)"""
+    OnlinePipeline.warm_up()
+    if config.decoders is not None:
+        decoders_warm_up()
+
+
+async def run_loop(
+    config: BciConfig,
+    duration_s: float | None = None,
+    *,
+    workdir: Path,
+    on_runtime: Callable[[Runtime, Supervisor], None] | None = None,
+    handle_signals: bool = True,
+) -> tuple[Runtime, Supervisor]:
+    """Run the closed loop of ``config`` until ``duration_s`` or a signal."""
+    rt, services = build_runtime(config, workdir)
+    await asyncio.to_thread(warm_up_all, config)
+    supervisor = Supervisor(services, rt.loop_config.restart, handle_signals=handle_signals)
+    if on_runtime is not None:
+        on_runtime(rt, supervisor)
+    await supervisor.run(duration_s)
+    return rt, supervisor
