@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -111,6 +112,8 @@ class LslInlet:
         self._last_mark = 0.0  # counter value, or timestamp x rate, of the last sample
         self._last_data_time = 0.0
         self._stalled = False
+        self._offset = 0.0  # sender clock -> local LSL clock, s
+        self._next_offset_check = 0.0
 
     # ---------------------------------------------------------------- connection
 
@@ -162,7 +165,9 @@ class LslInlet:
             info,
             max_buflen=self.config.max_buffer_s,
             recover=False,  # we re-resolve ourselves, so that a loss is never hidden
-            processing_flags=pylsl.proc_clocksync,
+            # no liblsl post-processing: gaps are judged on the sender's own timestamps;
+            # the clock offset is applied to chunk times only (see _clock_offset)
+            processing_flags=0,
         )
         try:
             inlet.open_stream(timeout=self.config.resolve_timeout_s if timeout is None else timeout)
@@ -179,6 +184,8 @@ class LslInlet:
         self.connected = True
         self._last_data_time = now()
         self._stalled = False
+        self._offset = 0.0
+        self._next_offset_check = 0.0
 
     def close(self) -> None:
         """Close the connection (the inlet can be opened again)."""
@@ -326,6 +333,15 @@ class LslInlet:
         self._last_mark = prev
         return chunks
 
+    def _clock_offset(self, t_now: float) -> float:
+        """Sender-to-local clock offset (s), refreshed every second without blocking."""
+        if t_now >= self._next_offset_check and self._inlet is not None:
+            self._next_offset_check = t_now + 1.0
+            # no estimate yet (liblsl TimeoutError) or lost: keep the last offset
+            with contextlib.suppress(Exception):
+                self._offset = float(self._inlet.time_correction(timeout=0.0))
+        return self._offset
+
     def _make_chunk(self, data: np.ndarray, first: int, timestamp: float) -> Chunk:
         out = np.array(data, dtype=np.float32, copy=True)
         finite = np.isfinite(out)
@@ -334,7 +350,8 @@ class LslInlet:
             out[~finite] = 0.0
             self._fault("nonfinite", first, bad, f"{bad} NaN/inf values set to 0")
         self.samples_received += out.shape[0]
-        return Chunk(out, int(first), float(timestamp), self.sample_rate)
+        local = float(timestamp) + self._clock_offset(now())
+        return Chunk(out, int(first), local, self.sample_rate)
 
     def raise_if_lost(self) -> None:
         """Raise :class:`StreamFault` when the source is currently gone."""
