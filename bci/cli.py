@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from acquisition.cli_sort import sort_command
+from acquisition.recording.cli import export_nwb_command, replay_command, session_command
 from acquisition.sim.cli import sim_rig
 from bci.cliutil import ConfigArg, err_console, load_or_exit, out_console
 from bci.config import dump_config
@@ -49,6 +50,9 @@ def check(config: ConfigArg) -> None:
 app.command("sim-rig")(sim_rig)
 app.command("run")(run)
 app.command("sort")(sort_command)
+app.command("replay")(replay_command)
+app.command("export-nwb")(export_nwb_command)
+app.command("session")(session_command)
 app.command("driver")(driver)
 
 

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from acquisition.config import AcquisitionConfig
+from acquisition.recording.config import RecordingConfig
 from acquisition.sim.config import SimRigConfig
 from bci.errors import ConfigError
 from bci.loop import LoopConfig
@@ -41,6 +42,7 @@ class BciConfig(StrictModel):
     mqtt: MqttConfig | None = None
     stimulation: StimulationConfig | None = None
     drivers: list[DriverConfig] = Field(default_factory=list)
+    recording: RecordingConfig | None = None
     loop: LoopConfig | None = None
 
     @model_validator(mode="after")
