@@ -9,7 +9,9 @@ time is on the LSL clock, shared by both processes:
   (``received`` in its ack);
 - publish-to-ack: ``sent`` to the arrival of the ``accepted`` and ``executed`` acks
   back at the controller;
-- submit-to-publish: time a command waits in the publisher's queue.
+- submit-to-publish: time a command waits in the publisher's queue;
+- inside the driver: receipt to the ``executed`` ack being made (decode, validate,
+  envelope, dry-run execution).
 
 Prints median, p99 and max (ms) and compares them with one 1 ms acquisition chunk.
 
@@ -34,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bci.clock import now  # noqa: E402
+from bci.errors import SafetyViolation  # noqa: E402
 from stimulators.broker import MosquittoBroker  # noqa: E402
 from stimulators.commands import Ack, Cause, ElectricalPulseTrain  # noqa: E402
 from stimulators.config import MqttConfig, StimulationConfig  # noqa: E402
@@ -97,6 +100,7 @@ async def run(url: str, count: int, rate: float, warmup: int) -> None:
 
     stim = StimulationConfig.model_validate(data["stimulation"])
     submitted: list[tuple[ElectricalPulseTrain, float]] = []
+    refused = 0
     try:
         async with StimPublisher(MqttConfig(url=url), stim, "bench", on_ack=on_ack) as pub:
             print("waiting for the driver process ...", flush=True)
@@ -108,6 +112,8 @@ async def run(url: str, count: int, rate: float, warmup: int) -> None:
                 delay = t_next - now()
                 if delay > 0:
                     await asyncio.sleep(delay)  # pacing the command stream
+                elif delay < -period:
+                    t_next = now()  # fell behind (a stall): do not send a burst
                 t_next += period
                 t = now()
                 cmd = ElectricalPulseTrain(
@@ -120,7 +126,12 @@ async def run(url: str, count: int, rate: float, warmup: int) -> None:
                     amplitudes_ua=(10.0, 10.0),
                     widths_us=(100.0, 100.0),
                 )
-                pub.submit(cmd)
+                try:
+                    pub.submit(cmd)
+                except SafetyViolation as exc:
+                    refused += 1
+                    print(f"controller refused a command: {exc}", flush=True)
+                    continue
                 if i >= warmup:
                     submitted.append((cmd, t))
             async with asyncio.timeout(30):
@@ -133,7 +144,7 @@ async def run(url: str, count: int, rate: float, warmup: int) -> None:
                 await driver.wait()
         if driver.returncode is None:
             driver.kill()
-    receipt, ack_accepted, ack_executed, queueing = [], [], [], []
+    receipt, ack_accepted, ack_executed, queueing, inside = [], [], [], [], []
     missing = 0
     for cmd, t_submit in submitted:
         ex = arrivals.get((cmd.command_id, "executed"))
@@ -146,16 +157,18 @@ async def run(url: str, count: int, rate: float, warmup: int) -> None:
         ack_executed.append(ex[0] - sent)
         ack_accepted.append(acc[0] - sent)
         queueing.append(sent - t_submit)
+        inside.append(ex[1].time - ex[1].received)
     print(
         f"\n{len(submitted)} commands at {rate:g}/s over {url} "
         f"(+{warmup} warm-up), {missing} without an executed ack; "
         f"publisher: {stats_pub.published} published, {stats_pub.dropped_expired} expired, "
-        f"{stats_pub.dropped_full} dropped"
+        f"{stats_pub.dropped_full} dropped, {refused} refused by the envelope"
     )
     print(f"  publish -> driver receipt : {stats(receipt)}")
     print(f"  publish -> 'accepted' ack : {stats(ack_accepted)}")
     print(f"  publish -> 'executed' ack : {stats(ack_executed)}")
     print(f"  submit  -> publish (queue): {stats(queueing)}")
+    print(f"  driver: receipt -> executed: {stats(inside)}")
 
 
 def main() -> None:

@@ -590,7 +590,21 @@ class Driver(ABC):
             while not self._outgoing:
                 self._outgoing_event.clear()
                 await self._outgoing_event.wait()
-            topic, payload, qos, retain = self._outgoing[0]
-            await client.publish(topic, payload, qos=qos, retain=retain)
-            self._outgoing.popleft()
+            # Send everything queued at once (paho writes in call order) and then wait
+            # for the broker's acknowledgements, so an 'executed' ack does not wait for
+            # the round trip of the 'accepted' ack before it.
+            batch = list(self._outgoing)
+            results = await asyncio.gather(
+                *(client.publish(t, p, qos=q, retain=r) for t, p, q, r in batch),
+                return_exceptions=True,
+            )
             guard.check()
+            for _ in batch:
+                self._outgoing.popleft()
+            failed = [(item, r) for item, r in zip(batch, results, strict=True) if r is not None]
+            if failed:
+                for item, _ in reversed(failed):  # send them again after reconnecting
+                    self._outgoing.appendleft(item)
+                error = failed[0][1]
+                if isinstance(error, BaseException):
+                    raise error
