@@ -118,13 +118,14 @@ def make_client(
     client_id: str,
     protocol: aiomqtt.ProtocolVersion,
     will: aiomqtt.Will | None = None,
-    persistent: bool = False,
+    resume: bool | None = None,
     max_incoming: int = 1024,
 ) -> aiomqtt.Client:
     """An aiomqtt client for ``config`` (not yet connected).
 
-    ``persistent`` keeps the session on the broker across reconnections (QoS 1
-    messages sent while away are delivered on return, for at most 60 s under MQTT 5).
+    ``resume``: ``None`` for a session that ends with the connection; ``False`` starts
+    a fresh session that the broker keeps for 60 s after a disconnection (MQTT 5) and
+    ``True`` resumes it, so QoS 1 messages sent while away are delivered on return.
     The incoming queue is bounded by ``max_incoming`` (aiomqtt discards beyond it).
     """
     broker = config.broker()
@@ -142,11 +143,11 @@ def make_client(
     kwargs: dict[str, Any] = {}
     if protocol == aiomqtt.ProtocolVersion.V5:
         props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 60 if persistent else 0
+        props.SessionExpiryInterval = 0 if resume is None else 60
         kwargs["properties"] = props
-        kwargs["clean_start"] = not persistent
+        kwargs["clean_start"] = not resume
     else:
-        kwargs["clean_session"] = not persistent
+        kwargs["clean_session"] = not resume
     return aiomqtt.Client(
         broker.host,
         broker.port,

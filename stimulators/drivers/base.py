@@ -545,7 +545,13 @@ class Driver(ABC):
             retain=True,
         )
         return make_client(
-            self.mqtt, client_id=self.client_id, protocol=protocol, will=will, persistent=True
+            self.mqtt,
+            client_id=self.client_id,
+            protocol=protocol,
+            will=will,
+            # a fresh session when this process starts (nothing from a previous process
+            # is redelivered: its executed ids are unknown here), then resume it
+            resume=self.stats.connections > 0,
         )
 
     async def _session(self, client: aiomqtt.Client, protocol: aiomqtt.ProtocolVersion) -> None:
