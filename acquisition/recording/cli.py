@@ -195,6 +195,9 @@ def export_nwb_command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
     experimenter: Annotated[str | None, typer.Option(help="Last, First.")] = None,
     institution: Annotated[str | None, typer.Option()] = None,
+    location: Annotated[
+        str, typer.Option(help="Brain area of the electrodes (Allen CCF term, e.g. VISp).")
+    ] = "unknown",
     subject_id: Annotated[str | None, typer.Option(help="Default: the rig name.")] = None,
     species: Annotated[str | None, typer.Option(help="Latin binomial, e.g. Mus musculus.")] = None,
     sex: Annotated[str, typer.Option(help="M, F, U or O.")] = "U",
@@ -211,6 +214,7 @@ def export_nwb_command(
             overwrite=overwrite,
             experimenter=experimenter,
             institution=institution,
+            location=location,
             subject_id=subject_id,
             species=species,
             sex=sex,
