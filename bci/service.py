@@ -260,7 +260,8 @@ class Supervisor:
                 raise
             except Exception as exc:  # a service failure: restart it or stop everything
                 slot.last_error = f"{type(exc).__name__}: {exc}"
-                log.error("service %s failed: %s", svc.name, slot.last_error, exc_info=exc)
+                log.error("service %s failed: %s", svc.name, slot.last_error)
+                log.debug("service %s failure", svc.name, exc_info=exc)
                 t = time.monotonic()
                 slot.restarts = [r for r in slot.restarts if t - r < self.policy.window_s]
                 if len(slot.restarts) >= self.policy.max_restarts:

@@ -30,7 +30,7 @@ class DecoderDrivenParams(StrictModel):
     gain: float = Field(1.0, ge=0)
     actuator: Literal["power_mw", "frequency_hz", "amplitude_ua"] | None = None
     output_min: float = Field(0.0, ge=0)
-    output_max: float = Field(float("inf"), gt=0)
+    output_max: float = Field(1e6, gt=0, description="upper clip of the actuator value")
     min_interval_ms: float = Field(20.0, ge=0)
     deadline_ms: float = Field(20.0, gt=0)
     command: CommandTemplate
