@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -77,6 +78,10 @@ def sim_rig(
         + (f"; drivers {', '.join(d.name for d in drivers)}" if drivers else ""),
         highlight=False,
     )
+    if drivers:
+        # the rig's thread and the drivers' event loop share the interpreter: hand it over
+        # every 0.5 ms (default 5 ms) so a command never waits long for the drivers
+        sys.setswitchinterval(0.0005)
     try:
         stats = asyncio.run(_serve(streamer, drivers, duration, announce))
     except BciError as exc:
