@@ -134,8 +134,10 @@ async def run(url: str, count: int, rate: float, warmup: int) -> None:
                     continue
                 if i >= warmup:
                     submitted.append((cmd, t))
-            async with asyncio.timeout(30):
-                await pub.wait_ack(submitted[-1][0].command_id)
+            # every command's deadline is 0.2 s: any ack still to come arrives well within 2 s
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await pub.wait_ack(submitted[-1][0].command_id)
             stats_pub = pub.stats
     finally:
         driver.terminate()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import heapq
 import json
 import logging
 import uuid
@@ -178,7 +179,8 @@ class Driver(ABC):
         self.connected = asyncio.Event()
         self._last_heartbeat = -1e300
         self._heartbeat_event = asyncio.Event()
-        self._seen: dict[uuid.UUID, float] = {}
+        self._seen: set[uuid.UUID] = set()
+        self._seen_by_deadline: list[tuple[float, uuid.UUID]] = []  # a heap
         self._outgoing: collections.deque[tuple[str, bytes, int, bool]] = collections.deque()
         self._outgoing_event = asyncio.Event()
         self._status_payload = self._status_json()
@@ -272,7 +274,8 @@ class Driver(ABC):
         self._forget_old(received)
         if len(self._seen) >= _MAX_SEEN:
             return [self._reject_cmd(command, received, "driver.overloaded", "too many ids", {})]
-        self._seen[cid] = command.deadline
+        self._seen.add(cid)
+        heapq.heappush(self._seen_by_deadline, (command.deadline, cid))
         if received > command.deadline:
             return [self._ack(command, "expired", received)]
         if command.deadline - received > self.stimulation.max_deadline_s:
@@ -349,11 +352,9 @@ class Driver(ABC):
 
     def _forget_old(self, t: float) -> None:
         # A forgotten id whose deadline has passed can only come back expired.
-        if len(self._seen) < 1024:
-            return
-        stale = [cid for cid, deadline in self._seen.items() if deadline < t - 1.0]
-        for cid in stale:
-            del self._seen[cid]
+        heap = self._seen_by_deadline
+        while heap and heap[0][0] < t - 1.0:
+            self._seen.discard(heapq.heappop(heap)[1])
 
     # ------------------------------------------------------------ acks and status
 
@@ -365,7 +366,7 @@ class Driver(ABC):
         **extra: Any,
     ) -> Ack:
         return self._emit(
-            Ack(
+            Ack.model_construct(
                 command_id=command.command_id,
                 rig=self.rig,
                 device=self.device.name,
@@ -383,7 +384,7 @@ class Driver(ABC):
         self, command: AnyCommand, received: float, rule: str, message: str, values: dict
     ) -> Ack:
         return self._emit(
-            Ack(
+            Ack.model_construct(
                 command_id=command.command_id,
                 rig=self.rig,
                 device=self.device.name,
@@ -403,7 +404,7 @@ class Driver(ABC):
         self, command_id: uuid.UUID | None, received: float, rule: str, message: str, values: dict
     ) -> Ack:
         return self._emit(
-            Ack(
+            Ack.model_construct(
                 command_id=command_id,
                 rig=self.rig,
                 device=self.device.name,
@@ -418,6 +419,8 @@ class Driver(ABC):
         )
 
     def _emit(self, ack: Ack) -> Ack:
+        # Acks are built with model_construct (no validation: every field comes from a
+        # validated command or from this driver), which saves ~30 µs each.
         setattr(self.stats, ack.status, getattr(self.stats, ack.status) + 1)
         if ack.status == "rejected":
             logger.info("%s: rejected %s: %s %s", self.name, ack.command_id, ack.rule, ack.values)
