@@ -146,6 +146,8 @@ class Driver(ABC):
     kind: ClassVar[str]
     #: Command kinds this driver can execute (stop_all always).
     accepts: ClassVar[tuple[type, ...]] = (ElectricalPulseTrain, OpticalPulseTrain)
+    #: Deadline (s) of one call to :meth:`execute` or :meth:`stop_output`.
+    hardware_timeout_s: ClassVar[float] = 0.5
 
     def __init__(
         self,
@@ -322,7 +324,8 @@ class Driver(ABC):
             return self._ack(command, "expired", received)
         self.envelope.commit(admission)
         try:
-            result = await self.execute(command)
+            async with asyncio.timeout(self.hardware_timeout_s):
+                result = await self.execute(command)
         except Exception as exc:
             logger.exception("%s: execution of %s failed", self.name, command.command_id)
             with contextlib.suppress(Exception):
@@ -488,7 +491,11 @@ class Driver(ABC):
 
     async def _enter_safe(self, reason: str) -> None:
         try:
-            await self.stop_output()
+            async with asyncio.timeout(self.hardware_timeout_s):
+                await self.stop_output()
+        except Exception:
+            logger.exception("%s: stopping the output failed", self.name)
+            self.state_reason = f"{reason}; stopping the output FAILED"
         finally:
             t = now()
             self.envelope.stopped(t)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,9 +15,10 @@ from acquisition.sim.stimulus import ElectricalStimulus, OpticalStimulus
 from bci.clock import now
 from stimulators.config import SimElectricalDriverConfig, SimOpticalDriverConfig
 from stimulators.drivers import SimElectricalDriver, SimOpticalDriver
-from stimulators.drivers.base import PROTOCOL_RULES
+from stimulators.drivers.base import PROTOCOL_RULES, Execution
 from stimulators.safety import RULES, SafetyEnvelope
 from tests.stimulators.helpers import (
+    RecordingDriver,
     electrical,
     make_driver,
     optical,
@@ -196,8 +199,6 @@ def test_property_driver_never_executes_a_breaking_command(
     electrode: int,
     imbalance: float,
 ) -> None:
-    import asyncio
-
     payload = _with(
         electrodes=[electrode],
         amplitudes_ua=[amplitude, amplitude * imbalance],
@@ -291,3 +292,22 @@ async def test_sim_optical_driver_applies_commands_to_the_rig() -> None:
     assert s == OpticalStimulus(
         site="fiber0", power_mw=5.0, pulse_width_ms=5.0, n_pulses=2, frequency_hz=20.0
     )
+
+
+async def test_hung_hardware_is_an_error_ack_with_output_stopped() -> None:
+    class Hung(RecordingDriver):
+        hardware_timeout_s = 0.05
+
+        async def execute(self, command: Any) -> Execution:
+            await asyncio.Event().wait()  # never returns
+            raise AssertionError
+
+    base = make_driver()
+    driver = Hung(
+        base.spec, rig="rig0", device=base.device, stimulation=base.stimulation, mqtt=None
+    )
+    alive(driver)
+    acks = await driver.process(electrical().model_dump_json().encode())
+    assert (acks[-1].status, acks[-1].rule) == ("rejected", "driver.execution_failed")
+    assert "TimeoutError" in (acks[-1].message or "")
+    assert driver.stops  # the output was stopped
