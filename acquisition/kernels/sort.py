@@ -13,6 +13,7 @@ def assign_spikes(
     neighbours: np.ndarray,
     candidates: np.ndarray,
     templates: np.ndarray,
+    support: np.ndarray,
     inv_noise: np.ndarray,
     max_score: float,
     max_relative: float,
@@ -24,11 +25,14 @@ def assign_spikes(
 
     ``snippets`` ``(n, n_window, k)`` µV on ``neighbours[channels[i]]``; ``candidates``
     ``(n_channels, m)`` unit indices near each electrode (``-1`` pads); ``templates``
-    ``(n_units, n_window, n_channels)`` µV. The score is the RMS residual in noise units
-    (``inv_noise`` = 1/noise per electrode). A snippet whose best score is below
-    ``max_score``, or whose residual energy is below ``max_relative`` times its own
-    energy (large spikes), gets that unit (``out_units``, else -1) and pulls its template toward
-    itself by ``alpha`` (drift tracking). ``out_scores`` gets the best score.
+    ``(n_units, n_window, n_channels)`` µV, defined on the electrodes where ``support``
+    ``(n_units, n_channels)`` is non-zero; a unit is compared on the snippet electrodes
+    it is defined on, and only when those are at least half of them. The score is the
+    RMS residual in noise units (``inv_noise`` = 1/noise per electrode). A snippet whose
+    best score is below ``max_score``, or whose residual energy is below
+    ``max_relative`` times its own energy (large spikes), gets that unit
+    (``out_units``, else -1) and pulls its template toward itself by ``alpha`` (drift
+    tracking). ``out_scores`` gets the best score.
     """
     n, n_win, k_count = snippets.shape
     m_count = candidates.shape[1]
@@ -53,15 +57,21 @@ def assign_spikes(
                 break
             acc = 0.0
             cnt = 0
+            n_valid = 0
             for k in range(k_count):
                 ch = neighbours[c, k]
                 if ch < 0:
                     break
+                n_valid += 1
+                if support[u, ch] == 0:
+                    continue
                 w = inv_noise[ch]
                 for s in range(n_win):
                     d = (snippets[i, s, k] - templates[u, s, ch]) * w
                     acc += d * d
                 cnt += n_win
+            if 2 * cnt < n_valid * n_win:
+                continue  # the unit is defined on too few of these electrodes
             score = np.sqrt(acc / max(cnt, 1))
             if score < best_score:
                 best_score = score
@@ -75,6 +85,8 @@ def assign_spikes(
                     ch = neighbours[c, k]
                     if ch < 0:
                         break
+                    if support[best, ch] == 0:
+                        continue
                     for s in range(n_win):
                         templates[best, s, ch] += alpha * (
                             snippets[i, s, k] - templates[best, s, ch]
@@ -94,6 +106,7 @@ def warm_up() -> None:
         nb,
         cand,
         templates,
+        np.ones((1, 2), dtype=np.uint8),
         np.ones(2, dtype=np.float32),
         1.0,
         0.2,

@@ -84,8 +84,19 @@ def dense_template(
     return out
 
 
+def support(template: np.ndarray) -> np.ndarray:
+    """The electrodes a template ``(n_window, n_channels)`` is defined on (non-zero)."""
+    return np.asarray(np.any(template != 0, axis=0))
+
+
 def _relative_distance(a: np.ndarray, b: np.ndarray, max_shift: int) -> float:
-    """Smallest ``||a - shift(b)|| / max(||a||, ||b||)`` over shifts of ``±max_shift``."""
+    """Smallest ``||a - shift(b)|| / max(||a||, ||b||)`` over shifts of ``±max_shift``,
+    on the electrodes both templates are defined on (``inf`` when they share none)."""
+    common = support(a) & support(b)
+    if not common.any():
+        return float("inf")
+    a = a[:, common]
+    b = b[:, common]
     norm = max(float(np.linalg.norm(a)), float(np.linalg.norm(b)), 1e-9)
     best = np.inf
     n = a.shape[0]
@@ -132,7 +143,10 @@ def merge_templates(
     out_t, out_c, members = [], [], []
     for idx in groups.values():
         w = np.array([counts[i] for i in idx], dtype=np.float64)
-        t = sum(templates[i] * wi for i, wi in zip(idx, w, strict=True)) / w.sum()
+        # per electrode, the count-weighted mean over the members defined there
+        num = sum(templates[i].astype(np.float64) * wi for i, wi in zip(idx, w, strict=True))
+        den = sum(support(templates[i]) * wi for i, wi in zip(idx, w, strict=True))
+        t = np.where(den > 0, num / np.maximum(den, 1e-12), 0.0)
         out_t.append(np.asarray(t, dtype=np.float32))
         out_c.append(int(w.sum()))
         members.append(idx)

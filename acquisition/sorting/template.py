@@ -112,6 +112,7 @@ class OnlineTemplateSorter:
         """Forget every unit and start a new learning period."""
         self.templates = np.zeros((0, self.n_window, self.n_channels), dtype=np.float32)
         self.unit_counts: list[int] = []
+        self.support = np.zeros((0, self.n_channels), dtype=np.uint8)
         self.candidates = np.full((self.n_channels, 1), -1, dtype=np.int32)
         self.learning = True
         self._start: int | None = None
@@ -176,6 +177,7 @@ class OnlineTemplateSorter:
                 [self.templates, np.stack([t for t, _ in new]).astype(np.float32)]
             )
             self.unit_counts.extend(c for _, c in new)
+            self.support = np.ascontiguousarray(np.any(self.templates != 0, axis=1), np.uint8)
         if learning:
             self.learning = False
             log.info("online sorter: %d units after learning", self.n_units)
@@ -234,6 +236,7 @@ class OnlineTemplateSorter:
                 self.neighbours,
                 self.candidates,
                 self.templates,
+                self.support,
                 inv_noise,
                 self.config.match_threshold,
                 self.config.match_relative,

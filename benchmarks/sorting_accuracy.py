@@ -1,0 +1,259 @@
+"""Accuracy of the online sorter against ground truth, scored by SpikeInterface.
+
+Data: ``spikeinterface.generation.generate_drifting_recording`` with 250 units on 128
+channels of a Neuropixels 1.0 geometry (``build_neuropixels_probe("NP1000")`` sliced to
+128 contacts: no internet needed), seeds 0 to 4, both the static and the drifting
+recording. Each recording is streamed through the online path (filter -> detect -> sort,
+in ``--chunk-ms`` chunks); units are scored only on what comes after the learning
+period, with ``compare_sorter_to_ground_truth(exhaustive_gt=True, delta_time=0.4)``.
+Reported spike times are troughs (the filter's delay is compensated). One SpikeInterface
+sorter (default ``tridesclous2``) runs offline on the same recording for comparison.
+
+Printed per recording: units at accuracy >= 0.8, mean accuracy of SNR >= 5 units, false
+positive units, detection recall on SNR >= 5 units and detection precision.
+
+Targets (issue 3, 300 s): static >= 200 units at accuracy 0.8, mean accuracy >= 0.93
+on SNR 5+ units, <= 15 false-positive units; drifting > 54 units (127 stretch);
+detection recall >= 0.97 with precision >= 0.99.
+
+    python benchmarks/sorting_accuracy.py                       # the full run (long)
+    python benchmarks/sorting_accuracy.py --duration 60 --seeds 0 --si-sorter none
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acquisition.config import AcquisitionConfig
+from acquisition.pipeline import OnlinePipeline
+from bci.config import load_config
+from bci.types import Chunk
+
+MATCH_MS = 0.4
+
+
+def make_probe(n_channels: int) -> Any:
+    from probeinterface.neuropixels_tools import build_neuropixels_probe
+
+    probe = build_neuropixels_probe("NP1000").get_slice(np.arange(n_channels))
+    probe.set_device_channel_indices(np.arange(n_channels))
+    return probe
+
+
+def generate(seed: int, duration: float, n_units: int, n_channels: int) -> tuple[Any, ...]:
+    """(static recording, drifting recording, ground-truth sorting, extra infos)."""
+    import spikeinterface.generation as sg
+
+    kwargs: dict[str, Any] = {}
+    if duration < 300:  # the default drift starts at 60 s with a 200 s period: scale it
+        kwargs["generate_displacement_vector_kwargs"] = {
+            "displacement_sampling_frequency": 5.0,
+            "drift_start_um": [0, 20],
+            "drift_stop_um": [0, -20],
+            "drift_step_um": 1,
+            "motion_list": [
+                {
+                    "drift_mode": "zigzag",
+                    "non_rigid_gradient": None,
+                    "t_start_drift": duration * 0.2,
+                    "t_end_drift": None,
+                    "period_s": duration * 2 / 3,
+                }
+            ],
+        }
+    return sg.generate_drifting_recording(
+        num_units=n_units,
+        duration=duration,
+        probe=make_probe(n_channels),
+        seed=seed,
+        extra_outputs=True,
+        **kwargs,
+    )
+
+
+def stream(recording: Any, config: AcquisitionConfig, chunk_ms: float) -> tuple[np.ndarray, float]:
+    """Run the online pipeline over ``recording``; return the spikes and the wall time."""
+    fs = float(recording.get_sampling_frequency())
+    positions = np.asarray(recording.get_channel_locations(), dtype=np.float64)[:, :2]
+    pipe = OnlinePipeline(config, positions, fs)
+    pipe.warm_up()
+    n = int(recording.get_num_samples(0))
+    step = max(1, round(chunk_ms * fs / 1000))
+    block = int(fs)  # read 1 s at a time (the generator is lazy and slow per call)
+    out = []
+    busy = 0.0
+    for b0 in range(0, n, block):
+        traces = np.ascontiguousarray(
+            recording.get_traces(start_frame=b0, end_frame=min(n, b0 + block)), dtype=np.float32
+        )
+        t0 = time.perf_counter()
+        for a in range(0, traces.shape[0], step):
+            s = b0 + a
+            out.append(pipe.process(Chunk(traces[a : a + step], s, s / fs, fs)).spikes)
+        busy += time.perf_counter() - t0
+    pipe.close()
+    return np.concatenate(out), busy
+
+
+def materialize(recording: Any, folder: Path) -> Any:
+    """Write the (lazy, slow to compute) recording once to a binary folder; open it."""
+    import spikeinterface.core as sc
+
+    recording.save(
+        folder=folder, format="binary", n_jobs=1, chunk_duration="1s", progress_bar=False
+    )
+    return sc.load(folder)
+
+
+def unit_snr(extra: dict[str, Any], recording: Any) -> np.ndarray:
+    """Peak |template| on the best channel over the channel's noise level (µV / µV)."""
+    import spikeinterface.core as sc
+
+    templates = extra["templates"].templates_array  # (units, samples, channels), µV
+    noise = sc.get_noise_levels(
+        recording, return_in_uV=False, random_slices_kwargs={"seed": 0}, progress_bar=False
+    )
+    peak = np.abs(templates).max(axis=1)  # (units, channels)
+    best = peak.argmax(axis=1)
+    return peak[np.arange(len(best)), best] / noise[best]
+
+
+def detection_scores(
+    det_samples: np.ndarray, gt: Any, snr: np.ndarray, start: int, fs: float
+) -> tuple[float, float]:
+    """(recall on SNR >= 5 units, precision over all ground-truth spikes), after ``start``."""
+    win = round(MATCH_MS * fs / 1000)
+    det = np.sort(det_samples[det_samples >= start])
+    all_gt = []
+    hit_good = tot_good = 0
+    for i, u in enumerate(gt.unit_ids):
+        st = gt.get_unit_spike_train(u)
+        st = st[st >= start]
+        all_gt.append(st)
+        if snr[i] >= 5 and len(det):
+            idx = np.clip(np.searchsorted(det, st), 1, len(det) - 1)
+            near = np.minimum(np.abs(det[idx] - st), np.abs(det[idx - 1] - st)) <= win
+            hit_good += int(near.sum())
+            tot_good += len(st)
+    allg = np.sort(np.concatenate(all_gt))
+    idx = np.clip(np.searchsorted(allg, det), 1, len(allg) - 1)
+    near = np.minimum(np.abs(allg[idx] - det), np.abs(allg[idx - 1] - det)) <= win
+    return hit_good / max(tot_good, 1), float(near.mean()) if len(det) else 0.0
+
+
+def score(sorting: Any, gt: Any, snr: np.ndarray, start: int, n: int) -> dict[str, float]:
+    import spikeinterface.comparison as scmp
+
+    comp = scmp.compare_sorter_to_ground_truth(
+        gt.frame_slice(start, n),
+        sorting.frame_slice(start, n),
+        exhaustive_gt=True,
+        delta_time=MATCH_MS,
+    )
+    perf = comp.get_performance(method="by_unit")
+    acc = perf["accuracy"].to_numpy(dtype=float)
+    good = snr >= 5
+    return {
+        "units_acc08": int((acc >= 0.8).sum()),
+        "mean_acc_snr5": float(acc[good].mean()) if good.any() else float("nan"),
+        "n_snr5": int(good.sum()),
+        "false_positive_units": int(comp.count_false_positive_units()),
+        "n_units": len(sorting.unit_ids),
+    }
+
+
+def to_sorting(spikes: np.ndarray, fs: float) -> Any:
+    import spikeinterface.core as sc
+
+    keep = spikes[spikes["unit"] >= 0]
+    keep = keep[np.argsort(keep["sample"], kind="stable")]
+    units = np.unique(keep["unit"]).astype(np.int64)
+    return sc.NumpySorting.from_samples_and_labels(
+        [keep["sample"].astype(np.int64)], [keep["unit"].astype(np.int64)], fs, unit_ids=units
+    )
+
+
+def run_si_sorter(name: str, recording: Any) -> tuple[Any, float]:
+    import spikeinterface.sorters as ss
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        sorting = ss.run_sorter(
+            name, recording, folder=Path(tmp) / name, remove_existing_folder=True, verbose=False
+        )
+        sorting = sorting.to_numpy_sorting()  # keep it after the folder goes
+        return sorting, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--duration", type=float, default=300.0, help="seconds per recording")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--modes", nargs="+", default=["static", "drifting"])
+    ap.add_argument("--units", type=int, default=250)
+    ap.add_argument("--channels", type=int, default=128)
+    ap.add_argument("--config", type=Path, default=None, help="YAML with an acquisition: section")
+    ap.add_argument("--learning-s", type=float, default=None, help="override the learning period")
+    ap.add_argument("--chunk-ms", type=float, default=1.0)
+    ap.add_argument("--si-sorter", default="tridesclous2", help="'none' to skip")
+    args = ap.parse_args()
+
+    config = AcquisitionConfig()
+    if args.config is not None:
+        config = load_config(args.config).acquisition or AcquisitionConfig()
+    if args.learning_s is not None:
+        config = config.model_copy(
+            update={"sorter": config.sorter.model_copy(update={"learning_s": args.learning_s})}
+        )
+    learn = config.sorter.learning_s
+    print(
+        f"{args.units} units, {args.channels} ch NP1.0, {args.duration:g} s, learning "
+        f"{learn:g} s (scored after it), {args.chunk_ms:g} ms chunks, match {MATCH_MS} ms"
+    )
+    cols = "seed mode      sorter          acc>=0.8 meanacc(SNR5+) FP-units units  "
+    print(cols + "det-recall det-prec   time")
+    for seed in args.seeds:
+        static, drifting, gt, extra = generate(seed, args.duration, args.units, args.channels)
+        fs = float(static.get_sampling_frequency())
+        n = int(static.get_num_samples(0))
+        start = round((learn + 1.0) * fs)
+        snr: np.ndarray | None = None
+        for mode in args.modes:
+            tmp = tempfile.TemporaryDirectory()
+            rec = materialize(static if mode == "static" else drifting, Path(tmp.name) / "rec")
+            if snr is None:
+                snr = unit_snr(extra, rec)
+            spikes, busy = stream(rec, config, args.chunk_ms)
+            r = score(to_sorting(spikes, fs), gt, snr, start, n)
+            rec_, prec = detection_scores(spikes["sample"], gt, snr, start, fs)
+            print(
+                f"{seed:>4} {mode:<9} {'online':<15} {r['units_acc08']:>8} "
+                f"{r['mean_acc_snr5']:>14.3f} {r['false_positive_units']:>8} {r['n_units']:>5}  "
+                f"{rec_:>10.3f} {prec:>8.3f} {busy:>6.0f}s",
+                flush=True,
+            )
+            if args.si_sorter != "none":
+                try:
+                    srt, wall = run_si_sorter(args.si_sorter, rec)
+                    q = score(srt, gt, snr, start, n)
+                    print(
+                        f"{seed:>4} {mode:<9} {args.si_sorter:<15} {q['units_acc08']:>8} "
+                        f"{q['mean_acc_snr5']:>14.3f} {q['false_positive_units']:>8} "
+                        f"{q['n_units']:>5}  {'-':>10} {'-':>8} {wall:>6.0f}s",
+                        flush=True,
+                    )
+                except Exception as exc:  # a sorter missing a dependency must not stop us
+                    print(f"{seed:>4} {mode:<9} {args.si_sorter:<15} failed: {exc}")
+            tmp.cleanup()
+        if snr is not None:
+            print(f"     ({int((snr >= 5).sum())} of {args.units} units have SNR >= 5)")
+
+
+if __name__ == "__main__":
+    main()
