@@ -34,7 +34,14 @@ def base_config(rig: str, broker_url: str, policies: list[dict[str, Any]]) -> di
     demo["mqtt"] = {"url": broker_url}
     demo["sim_rig"]["stream"]["name"] = f"Rig-{rig}"
     demo.pop("decoders")
-    demo["loop"] = {"source": {"kind": "sim_rig"}, "sort": False, "policies": policies}
+    # generous freshness: these tests check what the loop decides, not how fast it is on
+    # a loaded machine (benchmarks/closed_loop_latency.py measures that)
+    demo["loop"] = {
+        "source": {"kind": "sim_rig"},
+        "sort": False,
+        "policies": policies,
+        "max_staleness_ms": 1000,
+    }
     return demo
 
 
@@ -62,7 +69,7 @@ def detected_baseline_hz(config: BciConfig, seconds: float = 4.0) -> float:
 def test_spike_triggered_one_stimulation_per_qualifying_spike(
     mqtt_broker: Any, unique_id: str, tmp_path: Path
 ) -> None:
-    lockout_ms, deadline_ms = 100.0, 100.0
+    lockout_ms, deadline_ms = 100.0, 1000.0
     policy = {
         "kind": "spike_triggered",
         "device": "stim0",
@@ -78,7 +85,8 @@ def test_spike_triggered_one_stimulation_per_qualifying_spike(
     assert hot is not None
     st = hot.policies[0].status()
     # exactly one command per qualifying spike outside the lockout
-    assert st["commands"] == st["triggers"] >= 20
+    assert st["triggers"] >= 20, f"{hot.stats.stale_chunks} stale chunks of {hot.stats.chunks}"
+    assert st["commands"] == st["triggers"]
     assert st["locked_out"] > 0
     traces = sorted(rt.tracer.traces(), key=lambda t: t.cause_sample)
     assert len(traces) == st["commands"]
