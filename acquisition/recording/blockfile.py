@@ -14,11 +14,16 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 Verify = Literal["none", "tail", "all"]
+#: Anything with the buffer protocol (C-contiguous): bytes, memoryview, ndarray.
+BufferLike = bytes | bytearray | memoryview | np.ndarray
 
 #: CRC32 is computed over chunks of this many bytes when verifying large blocks.
 _CRC_STEP = 1 << 24
@@ -83,15 +88,23 @@ class BlockWriter:
         self.size = self._data.seek(0, os.SEEK_END)
         self.n_blocks = 0
 
-    def append(self, data: bytes | memoryview, **meta: Any) -> Block:
-        """Write ``data`` as one block (data, ``fsync``, index line, ``fsync``)."""
-        view = memoryview(data).cast("B")
-        written = 0
-        while written < len(view):
-            written += self._data.write(view[written:]) or 0
+    def append(self, data: BufferLike | Sequence[BufferLike], **meta: Any) -> Block:
+        """Write ``data`` (one buffer, or several written back to back without joining
+        them) as one block: data, ``fsync``, index line, ``fsync``. The CRC32 and the
+        writes release the GIL on large buffers, so a real-time thread keeps running."""
+        items: list[Any] = list(data) if isinstance(data, list | tuple) else [data]
+        parts = [memoryview(b).cast("B") for b in items]
+        crc = 0
+        nbytes = 0
+        for view in parts:
+            crc = zlib.crc32(view, crc)
+            written = 0
+            while written < len(view):
+                written += self._data.write(view[written:]) or 0
+            nbytes += len(view)
         if self.fsync:
             os.fsync(self._data.fileno())
-        block = Block(self.size, len(view), zlib.crc32(view), meta)
+        block = Block(self.size, nbytes, crc, meta)
         record = {"offset": block.offset, "nbytes": block.nbytes, "crc32": block.crc32, **meta}
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         self._index.write(line)

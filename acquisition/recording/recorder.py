@@ -81,6 +81,16 @@ class RecorderStats:
 
 
 @dataclass
+class _RawBlock:
+    """A preallocated block of raw rows: ``buf[:n]`` holds samples ``first..first+n``."""
+
+    buf: np.ndarray
+    n: int = 0
+    first: int = 0
+    timestamp: float = 0.0
+
+
+@dataclass
 class _Segment:
     k: int
     first_sample: int
@@ -149,9 +159,16 @@ class SessionRecorder:
         self._rotate_samples = (
             None if self.config.rotate_s is None else round(self.config.rotate_s * self.sample_rate)
         )
-        self._queue_limit = int(self.config.queue_s * self.sample_rate) * self.frame_bytes
+        # raw samples go into preallocated blocks of one flush each (allocated on first
+        # use, reused after), so the writer writes one contiguous buffer per flush
+        self._max_blocks = max(
+            2, -(-round(self.config.queue_s * self.sample_rate) // self._flush_samples)
+        )
+        self._free: list[_RawBlock] = []
+        self._n_blocks = 0
+        self._filling: _RawBlock | None = None
+        self._sealed: collections.deque[_RawBlock] = collections.deque()
         self._queue: collections.deque[tuple[str, Any]] = collections.deque()
-        self._queued_bytes = 0
         self._cond = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -163,10 +180,6 @@ class SessionRecorder:
         self._meta: dict[str, Any] = {}
         # writer-thread state
         self._segments: list[_Segment] = []
-        self._pending: list[np.ndarray] = []
-        self._pending_first = 0
-        self._pending_n = 0
-        self._pending_ts = 0.0
         self._next_expected: int | None = None
         self._spikes: list[np.ndarray] = []
         self._gt: list[np.ndarray] = []
@@ -327,24 +340,32 @@ class SessionRecorder:
 
     # ------------------------------------------------------------------ the cheap side
 
-    def _put(self, kind: str, item: Any, nbytes: int) -> bool:
+    def _put(self, kind: str, item: Any) -> bool:
         with self._cond:
             if self.state != "recording" or self._stop:
                 return False
-            if kind == "raw":
-                if self._queued_bytes + nbytes > self._queue_limit:
-                    return False
-            elif len(self._queue) >= _MAX_SMALL_ITEMS:
+            if len(self._queue) >= _MAX_SMALL_ITEMS:
                 return False
             self._queue.append((kind, item))
-            self._queued_bytes += nbytes
-            if self._queued_bytes > self.stats.queue_high_water_bytes:
-                self.stats.queue_high_water_bytes = self._queued_bytes
-            self._cond.notify()
         return True
 
+    def _seal(self) -> None:
+        """Hand the block being filled to the writer (call with the lock held)."""
+        block = self._filling
+        self._filling = None
+        if block is not None and block.n:
+            self._sealed.append(block)
+            queued = sum(b.n for b in self._sealed) * self.frame_bytes
+            if queued > self.stats.queue_high_water_bytes:
+                self.stats.queue_high_water_bytes = queued
+            self._cond.notify()
+        elif block is not None:
+            self._free.append(block)
+
     def write(self, chunk: Chunk) -> None:
-        """Queue a raw chunk (copied). Never blocks on I/O; a full queue drops and counts."""
+        """Copy a raw chunk into the recorder's buffer. Never blocks on I/O; when every
+        buffer block is waiting for the disk, the chunk (or its rest) is dropped and
+        counted, and the samples after it start a new segment."""
         data = chunk.data
         if data.ndim != 2 or data.shape[1] != self.n_channels:
             raise RecordingError(
@@ -352,14 +373,44 @@ class SessionRecorder:
                 expected_channels=self.n_channels,
                 shape=tuple(data.shape),
             )
-        n = int(data.shape[0])
+        rows = int(data.shape[0])
+        first = int(chunk.first_sample)
+        cap = self._flush_samples
         self.stats.chunks_in += 1
-        self.stats.samples_in += n
-        copy = np.array(data, dtype=np.float32, order="C", copy=True)
-        item = (copy, int(chunk.first_sample), float(chunk.timestamp))
-        if not self._put("raw", item, copy.nbytes):
+        self.stats.samples_in += rows
+        dropped = 0
+        with self._cond:
+            if self.state != "recording" or self._stop:
+                dropped = rows
+            else:
+                block = self._filling
+                if block is not None and block.n and first != block.first + block.n:
+                    self._seal()  # not contiguous: the writer starts a new segment
+                off = 0
+                while off < rows:
+                    block = self._filling
+                    if block is None:
+                        if self._free:
+                            block = self._free.pop()
+                        elif self._n_blocks < self._max_blocks:
+                            block = _RawBlock(np.empty((cap, self.n_channels), np.float32))
+                            self._n_blocks += 1
+                        else:
+                            dropped = rows - off
+                            break
+                        block.n = 0
+                        block.first = first + off
+                        block.timestamp = float(chunk.timestamp) + off / chunk.sample_rate
+                        self._filling = block
+                    take = min(rows - off, cap - block.n)
+                    block.buf[block.n : block.n + take] = data[off : off + take]
+                    block.n += take
+                    off += take
+                    if block.n == cap:
+                        self._seal()
+        if dropped:
             self.stats.dropped_chunks += 1
-            self.stats.dropped_samples += n
+            self.stats.dropped_samples += dropped
             self._note_drop()
 
     def write_spikes(self, batch: SpikeBatch | np.ndarray) -> None:
@@ -369,7 +420,7 @@ class SessionRecorder:
             return
         if spikes.dtype != SPIKE_DTYPE:
             raise RecordingError("spikes must have SPIKE_DTYPE", dtype=str(spikes.dtype))
-        if not self._put("spikes", spikes.copy(), 0):
+        if not self._put("spikes", spikes.copy()):
             self.stats.dropped_spikes += len(spikes)
             self._note_drop()
 
@@ -382,7 +433,7 @@ class SessionRecorder:
         row.update(payload or {})
         row.update(fields)
         row.setdefault("time", now())
-        if not self._put("event", row, 0):
+        if not self._put("event", row):
             self.stats.dropped_events += 1
             self._note_drop()
 
@@ -391,7 +442,7 @@ class SessionRecorder:
         its ground truth spikes and the starts of stimuli (as ``stim_start`` events)."""
         self.write(out.chunk)
         gt = out.ground_truth
-        if len(gt) and self.config.record_spikes and not self._put("gt", gt.copy(), 0):
+        if len(gt) and self.config.record_spikes and not self._put("gt", gt.copy()):
             self.stats.dropped_spikes += len(gt)
         for start in out.stim_starts:
             self.write_event("stim_start", sample=int(start), time=float(out.chunk.time_of(start)))
@@ -408,23 +459,37 @@ class SessionRecorder:
         try:
             while True:
                 with self._cond:
-                    if not self._queue and not self._stop:
-                        wait = interval - (time.monotonic() - self._last_flush)
-                        if wait > 0:
-                            self._cond.wait(wait)
+                    # sleep until a block is full or the flush interval is up
+                    deadline = self._last_flush + interval
+                    while not self._stop and not self._sealed:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._cond.wait(left)
+                    stopping = self._stop
+                    due = stopping or time.monotonic() >= deadline
+                    if due:
+                        self._seal()  # the partly filled block too: data at risk <= interval
+                    blocks = list(self._sealed)
+                    self._sealed.clear()
                     items = list(self._queue)
                     self._queue.clear()
-                    self._queued_bytes = 0
-                    stopping = self._stop
+                for k, block in enumerate(blocks):
+                    if self.state != "recording":
+                        self._count_lost_blocks(blocks[k:])
+                        break
+                    self._write_block(block)
+                    with self._cond:
+                        self._free.append(block)
                 for i, (kind, item) in enumerate(items):
                     if self.state != "recording":
                         self._count_lost(items[i:])
                         break
                     self._take(kind, item)
-                if self.state == "recording" and (
-                    stopping or time.monotonic() - self._last_flush >= interval
-                ):
-                    self._flush()
+                if self.state == "recording" and (blocks or due):
+                    self._flush_small()
+                    self.stats.flushes += 1
+                    self._last_flush = time.monotonic()
                 if stopping or self.state != "recording":
                     break
         except BaseException as exc:
@@ -437,29 +502,14 @@ class SessionRecorder:
             self._finish()
 
     def _take(self, kind: str, item: Any) -> None:
-        if kind == "raw":
-            data, first, ts = item
-            if self._next_expected is not None and first != self._next_expected:
-                self._flush_raw()
-                gap = first - self._next_expected
-                self._event_line(
-                    {"kind": "gap", "time": ts, "sample": first, "missing_samples": gap}
-                )
-                self._new_segment(first)
-            if not self._pending:
-                self._pending_first = first
-                self._pending_ts = ts
-            self._pending.append(data)
-            self._pending_n += data.shape[0]
-            self._next_expected = first + data.shape[0]
-            if self._pending_n >= self._flush_samples:
-                self._flush()
-        elif kind == "spikes":
+        if kind == "spikes":
             self._spikes.append(item)
         elif kind == "gt":
             self._gt.append(item)
         else:
             self._event_line(item)
+
+    def _report_drops(self) -> None:
         drops = self.stats.dropped
         if drops != self._reported_drops:
             self._reported_drops = drops
@@ -474,13 +524,16 @@ class SessionRecorder:
                 }
             )
 
+    def _count_lost_blocks(self, blocks: list[_RawBlock]) -> None:
+        for block in blocks:
+            if block.n:
+                self.stats.dropped_chunks += 1
+                self.stats.dropped_samples += block.n
+
     def _count_lost(self, items: list[tuple[str, Any]]) -> None:
         """Count queued items that will never be written (the recorder stopped)."""
         for kind, item in items:
-            if kind == "raw":
-                self.stats.dropped_chunks += 1
-                self.stats.dropped_samples += item[0].shape[0]
-            elif kind in ("spikes", "gt"):
+            if kind in ("spikes", "gt"):
                 self.stats.dropped_spikes += len(item)
             else:
                 self.stats.dropped_events += 1
@@ -490,10 +543,9 @@ class SessionRecorder:
 
         self._events.append((json.dumps(row, default=_jsonable) + "\n").encode())
 
-    def _pending_bytes(self) -> int:
+    def _small_bytes(self) -> int:
         return (
-            self._pending_n * self.frame_bytes
-            + sum(s.nbytes for s in self._spikes)
+            sum(s.nbytes for s in self._spikes)
             + sum(g.nbytes for g in self._gt)
             + sum(len(e) for e in self._events)
         )
@@ -508,15 +560,15 @@ class SessionRecorder:
             )
             log.error("session %s: %s", self.folder, reason)
             self.stop_reason = reason
-            lost = self._pending_n
-            self.stats.dropped_samples += lost
-            self._pending.clear()
-            self._pending_n = 0
+            self._event_line({"kind": "recorder_stopped", "time": now(), "reason": reason})
             with self._cond:
                 self.state = "stopped"
+                self._seal()
+                self._count_lost_blocks(list(self._sealed))
+                self._free.extend(self._sealed)
+                self._sealed.clear()
                 self._count_lost(list(self._queue))
                 self._queue.clear()
-                self._queued_bytes = 0
             return False
         if not self._warned_disk and free - need < self.config.warn_free_mb * _MB:
             self._warned_disk = True
@@ -529,16 +581,58 @@ class SessionRecorder:
             self._meta["disk_warning"] = msg
         return True
 
-    def _flush(self) -> None:
+    def _write_block(self, block: _RawBlock) -> None:
+        """Write one raw block (one contiguous buffer: one CRC32 and one write, both
+        without the GIL), starting a new segment on a gap or at a rotation."""
         t0 = time.perf_counter()
-        need = self._pending_bytes()
-        if need and not self._check_disk(need):
+        if not self._check_disk(block.n * self.frame_bytes + self._small_bytes()):
+            self.stats.dropped_chunks += 1
+            self.stats.dropped_samples += block.n
             return
-        self._flush_raw()
+        if self._next_expected is not None and block.first != self._next_expected:
+            gap = block.first - self._next_expected
+            self._event_line(
+                {
+                    "kind": "gap",
+                    "time": block.timestamp,
+                    "sample": block.first,
+                    "missing_samples": gap,
+                }
+            )
+            self._new_segment(block.first)
+        self._next_expected = block.first + block.n
+        done = 0
+        while done < block.n:
+            seg = self._segments[-1] if self._segments else None
+            if seg is None:
+                seg = self._new_segment(block.first + done)
+            room = self._room(seg)
+            if room <= 0:
+                seg = self._new_segment(block.first + done)
+                room = self._room(seg)
+            take = min(room, block.n - done)
+            seg.writer.append(
+                block.buf[done : done + take],
+                first_sample=block.first + done,
+                n_samples=take,
+                timestamp=block.timestamp + done / self.sample_rate,
+            )
+            seg.n_samples += take
+            done += take
+        self.stats.samples_written += block.n
+        self.stats.bytes_written += block.n * self.frame_bytes
+        self.stats.max_flush_s = max(self.stats.max_flush_s, time.perf_counter() - t0)
+
+    def _flush_small(self) -> None:
+        """Write and ``fsync`` the pending spikes, ground truth and events."""
+        self._report_drops()
+        need = self._small_bytes()
+        if not need or not self._check_disk(need):
+            return
         if self._spikes and self._spike_writer is not None:
             arr = np.concatenate(self._spikes)
             self._spikes.clear()
-            self._spike_writer.append(arr.tobytes(), n=len(arr))
+            self._spike_writer.append(arr, n=len(arr))
             self.stats.spikes_written += len(arr)
             self.stats.bytes_written += arr.nbytes
         if self._gt:
@@ -548,48 +642,16 @@ class SessionRecorder:
                 self._gt_writer = BlockWriter(
                     self.folder / layout.GT_RAW, self.folder / layout.GT_INDEX, fsync=self._fsync
                 )
-            self._gt_writer.append(arr.tobytes(), n=len(arr))
+            self._gt_writer.append(arr, n=len(arr))
             self.stats.bytes_written += arr.nbytes
         if self._events and self._events_file is not None:
             blob = b"".join(self._events)
             self.stats.events_written += len(self._events)
-            self._events.clear()
             self._events_file.write(blob)
             if self._fsync:
                 os.fsync(self._events_file.fileno())
             self.stats.bytes_written += len(blob)
         self._events.clear()
-        self.stats.flushes += 1
-        self._last_flush = time.monotonic()
-        self.stats.max_flush_s = max(self.stats.max_flush_s, time.perf_counter() - t0)
-
-    def _flush_raw(self) -> None:
-        """Write the pending raw samples as blocks, rotating segments where needed."""
-        while self._pending_n:
-            seg = self._segments[-1] if self._segments else None
-            if seg is None:
-                seg = self._new_segment(self._pending_first)
-            room = self._room(seg)
-            if room <= 0:
-                seg = self._new_segment(self._pending_first)
-                room = self._room(seg)
-            data = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
-            take = min(room, data.shape[0])
-            block = data[:take]
-            seg.writer.append(
-                block.data if block.flags.c_contiguous else block.tobytes(),
-                first_sample=self._pending_first,
-                n_samples=take,
-                timestamp=self._pending_ts,
-            )
-            seg.n_samples += take
-            self.stats.samples_written += take
-            self.stats.bytes_written += block.nbytes
-            rest = data[take:]
-            self._pending_ts += take / self.sample_rate
-            self._pending_first += take
-            self._pending_n -= take
-            self._pending = [rest] if rest.shape[0] else []
 
     def _room(self, seg: _Segment) -> int:
         """Samples the current segment can still take before it rotates."""
@@ -634,6 +696,16 @@ class SessionRecorder:
                 except OSError:
                     log.exception("closing %s", w.data_path)
         if self._events_file is not None and not self._events_file.closed:
+            # after a disk-full stop the last events (the warning, the stop) are still
+            # written: a few hundred bytes, well inside the stop margin
+            if self.state == "stopped" and self._events:
+                blob = b"".join(self._events)[: 1 << 20]
+                try:
+                    self._events_file.write(blob)
+                    if self._fsync:
+                        os.fsync(self._events_file.fileno())
+                except OSError:
+                    log.exception("writing the last events of %s", self.folder)
             self._events_file.close()
         with self._cond:
             if self.state == "recording":

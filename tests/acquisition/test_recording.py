@@ -183,11 +183,10 @@ def test_full_queue_drops_and_counts_never_blocks(tmp_path: Path) -> None:
 def test_disk_nearly_full_warns_then_stops_cleanly(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    free = {"bytes": 64 * MB}
-
     def disk(path: Path) -> int:
-        free["bytes"] -= 4 * MB  # something else fills the disk, 4 MB per look
-        return free["bytes"]
+        # the disk fills ten times faster than the session grows
+        used = sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
+        return 60 * MB - 10 * used
 
     chunks = synthetic(30, n=3000, n_ch=32)  # 384 KB each, one flush each
     cfg = RecordingConfig(flush_interval_ms=100, warn_free_mb=50, stop_free_mb=40, queue_s=10)
@@ -203,8 +202,9 @@ def test_disk_nearly_full_warns_then_stops_cleanly(
     assert "disk nearly full" in session.meta["stop_reason"]
     assert not session.problems  # what was written is whole
     ref = np.concatenate([c.data for c in chunks])
-    # free at each look: 60 (start), 56, 52, 48 (warn), 44, 40 (stop): four flushes
-    assert session.n_samples == 4 * 3000
+    # each 3000-sample block (384 KB) takes 3.84 MB of the free space: blocks 1-6 fit
+    # above 40 MB (the warning comes at block 4, below 50 MB), block 7 would not
+    assert session.n_samples == 6 * 3000
     assert np.array_equal(session.read_all(), ref[: session.n_samples])
     assert stats.samples_written + stats.dropped_samples == len(ref)
     assert session.events("disk_low")
