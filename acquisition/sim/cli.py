@@ -129,7 +129,7 @@ async def _serve(
     streamer.start(duration)
     driver_task = asyncio.create_task(run_drivers(drivers)) if drivers else None
     try:
-        if drivers:
+        if drivers and announce:  # a supervisor wants the drivers up before it goes on
             async with asyncio.timeout(30.0):
                 for d in drivers:
                     await d.connected.wait()
