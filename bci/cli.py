@@ -8,7 +8,9 @@ Every command validates its whole config before anything starts; any
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -58,6 +60,8 @@ app.command("driver")(driver)
 
 def main() -> None:
     """Entry point of the ``bci`` console script."""
+    # liblsl logs INFO lines to stderr unless told otherwise; read on first use
+    os.environ.setdefault("LSLAPICFG", str(Path(__file__).with_name("lsl_api.cfg")))
     app()
 
 
