@@ -10,12 +10,14 @@
    caller's thread (median, p99, max; this is what the real-time loop pays) and the
    drops (should be 0).
 3. Offline replay of a recorded session through the whole online pipeline (filter,
-   detection, template sorting with a learning period), 1 ms chunks, for 64 and 384
-   channels, as a real-time factor: over the whole replay and after the learning
-   period (steady state). The data are noise plus spiking units (one per 4 channels).
+   detection, template sorting with a learning period), in 1 ms chunks (as online)
+   and 10 ms chunks (the stages are chunking-invariant, so offline replay may use
+   larger ones), for 64 and 384 channels, as a real-time factor: over the whole replay
+   and after the learning period (steady state). The data are noise plus spiking
+   units (one per 4 channels). "reading alone" is the session reader without stages.
 
     python benchmarks/recording_throughput.py [--seconds 5] [--replay-seconds 20 10]
-        [--folder /tmp] [--skip-replay]
+        [--chunk-ms 1 10] [--learning-s 5] [--folder /tmp] [--skip-replay]
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
@@ -60,7 +63,7 @@ def synthetic(n_ch: int, seconds: float, seed: int = 0) -> np.ndarray:
         centre = np.array([rng.uniform(0, 32), rng.uniform(0, pos[-1, 1])])
         z = t / rng.uniform(0.8e-4, 1.3e-4)
         shape = (-(1 - z**2) * np.exp(-0.5 * z**2)).astype(np.float32)
-        gain = rng.uniform(60, 200) * np.exp(-np.linalg.norm(pos - centre, axis=1) / 25.0)
+        gain = rng.uniform(100, 300) * np.exp(-np.linalg.norm(pos - centre, axis=1) / 25.0)
         chans = np.flatnonzero(gain > 2.0)
         times = np.cumsum(rng.exponential(FS / rng.uniform(5, 15), size=int(seconds * 20) + 5))
         times = times.astype(np.int64) + 100
@@ -138,7 +141,9 @@ def bench_write_cost(folder: Path, seconds: float, n_ch: int = 1024) -> None:
     shutil.rmtree(folder / "paced", ignore_errors=True)
 
 
-def bench_replay(folder: Path, n_ch: int, seconds: float, learning_s: float) -> None:
+def bench_replay(
+    folder: Path, n_ch: int, seconds: float, learning_s: float, chunks_ms: list[float]
+) -> None:
     data = synthetic(n_ch, seconds, seed=n_ch)
     session = folder / f"replay{n_ch}"
     rec = SessionRecorder(
@@ -146,13 +151,21 @@ def bench_replay(folder: Path, n_ch: int, seconds: float, learning_s: float) -> 
         FS,
         n_ch,
         positions_um=positions(n_ch),
-        config=RecordingConfig(warn_free_mb=0, stop_free_mb=0),
+        config=RecordingConfig(warn_free_mb=0, stop_free_mb=0, queue_s=min(600, seconds + 1)),
     ).start()
     for a in range(0, data.shape[0], 3000):
         rec.write(Chunk(data[a : a + 3000], a, a / FS, FS))
-    rec.close()
+    written = rec.close()
+    assert written.dropped == 0
     del data
     source = open_source(session)
+    for chunk_ms in chunks_ms:
+        replay_once(source, n_ch, seconds, learning_s, chunk_ms)
+    shutil.rmtree(session, ignore_errors=True)
+
+
+def replay_once(source: Any, n_ch: int, seconds: float, learning_s: float, chunk_ms: float) -> None:
+    step = max(1, round(chunk_ms * FS / 1000))
     cfg = AcquisitionConfig.model_validate(
         {"sorter": {"learning_s": learning_s}, "detection": {"noise_warmup_s": 0.5}}
     )
@@ -162,35 +175,43 @@ def bench_replay(folder: Path, n_ch: int, seconds: float, learning_s: float) -> 
     mark: dict[str, float] = {}
     n_spikes = [0]
 
+    last = [time.perf_counter(), 0.0]  # time of the previous chunk, slowest chunk
+
     def on_progress(done: int) -> None:
+        t = time.perf_counter()
+        last[1] = max(last[1], t - last[0])  # the chunk that ends learning clusters
+        last[0] = t
         if "learned" not in mark and done >= learn_end + 3 * FS:
-            mark["learned"] = time.perf_counter()
+            mark["learned"] = t
             mark["learned_at"] = done
 
     def on_output(chunk: Chunk, batch: object) -> None:
         n_spikes[0] += len(batch)  # type: ignore[arg-type]
 
+    last[0] = time.perf_counter()
     stats = replay_offline(
         source,
         [pipe],
-        chunk_samples=CHUNK,
+        chunk_samples=step,
         on_output=on_output,
         on_progress=on_progress,
     )
     t1 = time.perf_counter()
     pipe.close()
-    null = replay_offline(source, [], chunk_samples=CHUNK)
+    null = replay_offline(source, [], chunk_samples=step)
     steady = ""
     if "learned" in mark:
         data_s = (stats.samples - mark["learned_at"]) / FS
         steady = f", after learning x{data_s / (t1 - mark['learned']):.1f}"
     units = pipe.sorter.n_units if pipe.sorter is not None else 0
     print(
-        f"offline replay, {n_ch} channels, {seconds:g} s (learning {learning_s:g} s), 1 ms chunks: "
-        f"x{stats.realtime_factor:.1f} real time overall{steady}; "
+        f"offline replay, {n_ch} channels, {seconds:g} s (learning {learning_s:g} s), "
+        f"{chunk_ms:g} ms chunks: "
+        f"x{stats.realtime_factor:.1f} real time overall{steady}; slowest chunk (end of "
+        f"learning: clustering) {last[1]:.2f} s, overall without it "
+        f"x{stats.duration_s / (stats.wall_s - last[1]):.1f}; "
         f"{n_spikes[0]} spikes, {units} units; reading alone x{null.realtime_factor:.0f}"
     )
-    shutil.rmtree(session, ignore_errors=True)
 
 
 def main() -> None:
@@ -199,6 +220,7 @@ def main() -> None:
     parser.add_argument("--replay-seconds", type=float, nargs=2, default=[20.0, 10.0])
     parser.add_argument("--learning-s", type=float, default=5.0)
     parser.add_argument("--folder", type=Path, default=None, help="where to write (a disk)")
+    parser.add_argument("--chunk-ms", type=float, nargs="+", default=[1.0, 10.0])
     parser.add_argument("--skip-replay", action="store_true")
     args = parser.parse_args()
     load = os.getloadavg()
@@ -209,7 +231,7 @@ def main() -> None:
         bench_write_cost(folder, min(args.seconds, 3.0))
         if not args.skip_replay:
             for n_ch, seconds in zip((64, 384), args.replay_seconds, strict=True):
-                bench_replay(folder, n_ch, seconds, args.learning_s)
+                bench_replay(folder, n_ch, seconds, args.learning_s, args.chunk_ms)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,15 @@ def replay_command(
         Path | None,
         typer.Option("--out", "-o", help="Offline mode: save the spikes (SPIKE_DTYPE .npy)."),
     ] = None,
+    chunk_ms: Annotated[
+        float | None,
+        typer.Option(
+            "--chunk-ms",
+            min=0.01,
+            help="Chunk length (default acquisition.chunk_ms); the stages are chunking-"
+            "invariant, so offline replay may use larger chunks to run faster.",
+        ),
+    ] = None,
 ) -> None:
     """Replay a recording as a paced LSL outlet, or offline through the stages.
 
@@ -86,7 +95,7 @@ def replay_command(
         raise fail(exc) from None
     except Exception as exc:  # readers of foreign formats raise many kinds
         raise fail(RecordingError(f"cannot open {recording}: {exc}")) from None
-    step = chunk_samples_for(source, acq.chunk_ms)
+    step = chunk_samples_for(source, chunk_ms or acq.chunk_ms)
     err_console.print(
         f"replaying {source.name} ({source.kind}): {source.n_channels} channels at "
         f"{source.sample_rate:g} Hz, {source.duration_s:.2f} s, chunks of {step} samples",

@@ -1,15 +1,18 @@
 """The session recorder: a cheap ``write`` for the real-time loop, I/O in a thread.
 
-:class:`SessionRecorder` is a stage: ``write(chunk)`` (and ``write_spikes``,
-``write_event``, ``write_rig_chunk``) only copies its input into a bounded in-memory
-queue and returns; a writer thread appends the data to the session folder (see
-:mod:`acquisition.recording.layout`), flushing (write + ``fsync`` + index line) every
-``flush_interval_ms`` of data, or after that long in wall time when data arrive
-slowly. When the queue is full the new item is dropped and counted (``stats``), and
-the drop is logged and written to ``events.jsonl``. When free disk space falls below
-``warn_free_mb`` the recorder warns once; below ``stop_free_mb`` it stops cleanly
-(the session stays whole and says why it stopped); later writes are counted as
-dropped.
+:class:`SessionRecorder` is a stage: ``write(chunk)`` copies the samples into a
+preallocated block of one flush (``flush_interval_ms`` of data) under a short lock and
+returns; ``write_spikes``, ``write_event`` and ``write_rig_chunk`` append to a bounded
+queue. A writer thread, woken once per full block or at the flush interval, appends
+each block to the session folder (see :mod:`acquisition.recording.layout`) with one
+CRC32 and one write (both release the GIL), ``fsync``-s it and records it in the
+index, then writes the spikes and events. At most ``flush_interval_ms`` of data are
+at risk in a crash. The blocks are bounded (``queue_s`` of data); when every block is
+waiting for the disk, new samples are dropped and counted (``stats``), the drop is
+logged and written to ``events.jsonl``, and the samples after it start a new segment.
+When free disk space falls below ``warn_free_mb`` the recorder warns once; below
+``stop_free_mb`` it stops cleanly (the session stays whole and says why it stopped);
+later writes are counted as dropped.
 
 With a simulated rig: ``RigStreamer(rig, on_chunk=recorder.write_rig_chunk)``.
 """
@@ -209,6 +212,19 @@ class SessionRecorder:
             channel_ids=rig.channel_labels,
             **kwargs,
         )
+
+    @classmethod
+    def for_config(
+        cls, config: Any, sample_rate: float, n_channels: int, **kwargs: Any
+    ) -> SessionRecorder:
+        """A recorder for a whole :class:`~bci.config.BciConfig`: a new session folder
+        under ``config.recording.folder`` (defaults if the section is absent), the rig
+        name, and the resolved config stored in the session."""
+        rec_cfg = config.recording or RecordingConfig()
+        kwargs.setdefault("resolved_config", config)
+        kwargs.setdefault("rig", config.rig)
+        folder = cls.new_folder(rec_cfg.folder, config.rig)
+        return cls(folder, sample_rate, n_channels, config=rec_cfg, **kwargs)
 
     @staticmethod
     def new_folder(parent: Path, rig: str = "rig0") -> Path:

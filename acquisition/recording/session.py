@@ -190,21 +190,29 @@ class Session:
             return np.zeros((0, self.n_channels), dtype=np.float32)
         return np.concatenate(parts)
 
-    def chunks(self, chunk_samples: int) -> Iterator[Chunk]:
+    def chunks(self, chunk_samples: int, read_ahead_s: float = 1.0) -> Iterator[Chunk]:
         """Verified samples as :class:`~bci.types.Chunk` objects (absolute first sample,
-        LSL timestamps from the block index), never crossing a segment boundary."""
+        LSL timestamps from the block index), never crossing a segment boundary.
+
+        The file is read ``read_ahead_s`` at a time into a fresh array; each chunk's
+        data is a view into it (stages may keep or modify it)."""
+        step = max(1, int(chunk_samples))
+        ahead = max(step, (round(read_ahead_s * self.sample_rate) // step) * step)
         for seg in self.segments:
             if not seg.n_samples:
                 continue
             mm = self.read(seg.k)
             starts = np.array([int(b.meta["first_sample"]) for b in seg.blocks])
             stamps = np.array([float(b.meta.get("timestamp", 0.0)) for b in seg.blocks])
-            for lo in range(0, seg.n_samples, chunk_samples):
-                hi = min(seg.n_samples, lo + chunk_samples)
-                first = seg.first_sample + lo
-                j = int(np.searchsorted(starts, first, side="right")) - 1
-                ts = stamps[j] + (first - starts[j]) / self.sample_rate
-                yield Chunk(np.array(mm[lo:hi]), first, float(ts), self.sample_rate)
+            for lo in range(0, seg.n_samples, ahead):
+                hi = min(seg.n_samples, lo + ahead)
+                buf = np.array(mm[lo:hi])
+                firsts = seg.first_sample + np.arange(lo, hi, step)
+                j = np.searchsorted(starts, firsts, side="right") - 1
+                times = stamps[j] + (firsts - starts[j]) / self.sample_rate
+                for i, first in enumerate(firsts.tolist()):
+                    a = first - seg.first_sample - lo
+                    yield Chunk(buf[a : a + step], first, float(times[i]), self.sample_rate)
 
     def spikes(self) -> np.ndarray:
         """Verified spikes (:data:`~bci.types.SPIKE_DTYPE`)."""

@@ -258,6 +258,20 @@ def test_recording_section_in_a_config(tmp_path: Path) -> None:
         validate(BciConfig, {"recording": {"flush_interval_ms": 0}}, "x")
 
 
+def test_recorder_for_a_whole_config(tmp_path: Path) -> None:
+    cfg = validate(BciConfig, {"rig": "bench1", "recording": {"folder": "data"}}, "x", tmp_path)
+    rec = SessionRecorder.for_config(cfg, FS, 8).start()
+    rec.write(synthetic(1)[0])
+    rec.close()
+    assert rec.folder.parent == tmp_path / "data"
+    assert rec.folder.name.startswith("bench1-")
+    session = Session(rec.folder)
+    assert session.config is not None
+    assert session.config["rig"] == "bench1"
+    assert session.meta["rig"] == "bench1"
+    assert session.n_samples == 300
+
+
 def test_a_folder_holding_a_session_is_refused(tmp_path: Path) -> None:
     from acquisition.recording.recorder import RecordingError
 
