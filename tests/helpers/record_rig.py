@@ -54,10 +54,15 @@ def main() -> int:
     parser.add_argument("--flush-ms", type=float, default=20.0)
     parser.add_argument("--rotate-s", type=float, default=None)
     parser.add_argument("--seconds", type=float, default=None)
+    parser.add_argument("--queue-s", type=float, default=60.0)
     args = parser.parse_args()
     rig = SimulatedRig(rig_config(args.seed))
     config = RecordingConfig(
-        flush_interval_ms=args.flush_ms, rotate_s=args.rotate_s, warn_free_mb=0, stop_free_mb=0
+        flush_interval_ms=args.flush_ms,
+        rotate_s=args.rotate_s,
+        warn_free_mb=0,
+        stop_free_mb=0,
+        queue_s=args.queue_s,
     )
     recorder = SessionRecorder.for_rig(rig, Path(args.folder), config).start()
     streamer = RigStreamer(rig, stream=False, on_chunk=recorder.write_rig_chunk)
