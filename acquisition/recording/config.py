@@ -16,17 +16,20 @@ class RecordingConfig(StrictModel):
     against the config file's folder). Raw samples are flushed (written and
     ``fsync``-ed) once ``flush_interval_ms`` of data are pending, or after that long in
     wall time when data arrive slowly: at most that much data is at risk in a crash.
-    A new segment file starts every ``rotate_mb`` MB or ``rotate_s`` seconds of data
-    (``None`` disables either). Below ``warn_free_mb`` of free disk space the recorder
-    warns once; below ``stop_free_mb`` it stops cleanly and closes the session.
+    A new segment file starts every ``rotate_mb`` MiB or ``rotate_s`` seconds of data,
+    whichever comes first (``None`` disables either; the defaults, 16 GiB or one hour,
+    rotate every 2.3 min at 1024 channels and 30 kHz, every 37 min at 64 channels);
+    SpikeInterface sees each file as one segment. Below ``warn_free_mb`` of free disk
+    space the recorder warns once; below ``stop_free_mb`` it stops cleanly and closes
+    the session.
     ``queue_s`` bounds the data waiting for the writer thread (seconds of raw data);
     beyond it, chunks are dropped and counted.
     """
 
     folder: Path = Path("sessions")
     flush_interval_ms: float = Field(100.0, gt=0, le=60_000)
-    rotate_mb: float | None = Field(1024.0, gt=0)
-    rotate_s: float | None = Field(None, gt=0)
+    rotate_mb: float | None = Field(16_384.0, gt=0)
+    rotate_s: float | None = Field(3600.0, gt=0)
     warn_free_mb: float = Field(2048.0, ge=0)
     stop_free_mb: float = Field(256.0, ge=0)
     queue_s: float = Field(2.0, gt=0, le=600)
