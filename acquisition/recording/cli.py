@@ -245,6 +245,12 @@ def session_command(
     verify_all: Annotated[
         bool, typer.Option("--verify-all", help="Check every block's CRC32, not only the last.")
     ] = False,
+    sorting_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--sorting-out", help="Write the sorted spikes as a SpikeInterface sorting folder."
+        ),
+    ] = None,
 ) -> None:
     """Check a session against its checksummed indexes; --repair fixes a crashed one.
 
@@ -261,6 +267,9 @@ def session_command(
     except BciError as exc:
         raise fail(exc) from None
     out_console.print(json.dumps(s.summary(), indent=2), markup=False, highlight=False)
+    if sorting_out is not None:
+        s.sorting().save(folder=sorting_out, overwrite=True)
+        err_console.print(f"sorting written to {sorting_out}", highlight=False)
     for line in done:
         err_console.print(f"[green]repaired:[/] {line}", highlight=False)
     if s.problems:

@@ -239,7 +239,10 @@ def test_spikes_events_and_sorting(tmp_path: Path) -> None:
     sorting = session.sorting()
     assert list(sorting.get_unit_ids()) == [0, 1]
     assert len(sorting.get_unit_spike_train(0)) == 5
-    sorting.save(folder=tmp_path / "sorting")
+    result = CliRunner().invoke(
+        app, ["session", str(tmp_path / "s"), "--sorting-out", str(tmp_path / "sorting")]
+    )
+    assert result.exit_code == 0, result.output
     import spikeinterface.core as sc
 
     assert len(sc.load(tmp_path / "sorting").get_unit_ids()) == 2
