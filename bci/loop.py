@@ -69,8 +69,9 @@ class LoopConfig(StrictModel):
     max_staleness_ms: float = Field(
         50.0,
         gt=0,
-        description="chunks older than this when pulled still feed the stages, but the "
-        "policies never see them (a catch-up after a stall never fires a burst)",
+        description="chunks older than this when pulled go through every stage, but "
+        "the commands they cause are suppressed (a catch-up after a stall never fires "
+        "a burst); each suppression is logged",
     )
 
 
@@ -108,6 +109,19 @@ class Trace:
 
 
 STAGES = ("chunk_wait", "lsl_transport", "processing", "mqtt", "total")
+
+#: Fields of a command that depend on when it was made, not on the data.
+TIMING_FIELDS = ("command_id", "deadline", "sent")
+
+
+def decision(cmd: AnyStimCommand) -> dict[str, Any]:
+    """A command as a decision: what to do and the sample that caused it, without its
+    id, deadline, send time or the cause's LSL time (online that comes from each pull's
+    timestamps, in a recording from each flushed block's), so the online run and a
+    replay of its recording can be compared."""
+    out = cmd.model_dump(mode="json", exclude=set(TIMING_FIELDS))
+    out["cause"].pop("time", None)
+    return out
 
 
 class LatencyTracer:
@@ -201,6 +215,7 @@ class LoopStats:
     spikes: int = 0
     commands: int = 0
     stale_chunks: int = 0
+    suppressed: int = 0
     first_sample: int | None = None
     end_sample: int = 0
     processing_s: list[float] = field(default_factory=list)
@@ -233,21 +248,25 @@ class HotPath:
         self.weights: list[tuple[int, np.ndarray]] = []  # (sample, readout weights)
         self._next_weights = 0
 
-    def process(self, chunk: Chunk, stale: bool = False) -> tuple[SpikeBatch, list[AnyStimCommand]]:
-        """Run every stage on ``chunk``; ``stale`` chunks update state but send nothing."""
+    def process(
+        self, chunk: Chunk, stale: bool = False, at: float | None = None
+    ) -> tuple[SpikeBatch, list[AnyStimCommand], list[AnyStimCommand]]:
+        """Run every stage on ``chunk``: ``(spikes, commands to send, suppressed)``.
+
+        The policies always see every batch, so their decisions depend on the data
+        alone and a replay reproduces them; a ``stale`` chunk's commands are
+        suppressed instead of sent (acting on old data would stimulate at the wrong
+        moment). ``at`` is the LSL time the policies see (default: now; a replay
+        passes the data's own time).
+        """
         t0 = now()
         batch = self.acquisition.process(chunk)
         decoded = self.decoder.process(batch) if self.decoder is not None else None
         readout = self.readout.process(batch) if self.readout is not None else None
-        at = now()
-        commands: list[AnyStimCommand] = []
-        if stale:
-            # acting on old data would stimulate at the wrong moment: the policies do not
-            # see it (a rate clamp resynchronises after the gap instead of winding up)
-            self.stats.stale_chunks += 1
-        else:
-            for policy in self.policies:
-                commands.extend(policy.process(batch, at, decoded, readout))
+        when = now() if at is None else at
+        made: list[AnyStimCommand] = []
+        for policy in self.policies:
+            made.extend(policy.process(batch, when, decoded, readout))
         self._keep(batch, decoded)
         s = self.stats
         if s.first_sample is None:
@@ -255,11 +274,15 @@ class HotPath:
         s.chunks += 1
         s.samples += chunk.n_samples
         s.spikes += len(batch)
-        s.commands += len(commands)
         s.end_sample = chunk.end_sample
+        if stale:
+            s.stale_chunks += 1
+            s.suppressed += len(made)
+        else:
+            s.commands += len(made)
         if len(s.processing_s) < 10_000_000:
             s.processing_s.append(now() - t0)
-        return batch, commands
+        return (batch, [], made) if stale else (batch, made, [])
 
     def _keep(self, batch: SpikeBatch, decoded: DecoderOutput | None) -> None:
         if len(batch) and self._raster_n < self._max_raster:

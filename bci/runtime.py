@@ -37,15 +37,17 @@ from acquisition.config import AcquisitionConfig
 from acquisition.lsl.inlet import LslInlet
 from acquisition.lsl.outlet import read_positions
 from acquisition.pipeline import OnlinePipeline
+from acquisition.recording.recorder import SessionRecorder
+from acquisition.recording.session import Session
 from bci.clock import now
 from bci.config import BciConfig
 from bci.errors import ConfigError, SafetyViolation, ServiceError
-from bci.loop import HotPath, LatencyTracer, LoopConfig
+from bci.loop import HotPath, LatencyTracer, LoopConfig, decision
 from bci.service import Service, Supervisor
 from decoders.pipeline import DecoderPipeline, build_readout
 from decoders.warmup import warm_up as decoders_warm_up
 from stimulators.broker import EmbeddedBroker
-from stimulators.commands import StopAll, new_command_id
+from stimulators.commands import Ack, StopAll, new_command_id
 from stimulators.config import MqttConfig, effective_mqtt
 from stimulators.drivers import NEEDS_SIM_RIG
 from stimulators.mqtt import StimPublisher
@@ -66,6 +68,7 @@ class Runtime:
     hot: HotPath | None = None
     tracer: LatencyTracer = field(default_factory=LatencyTracer)
     started: float = field(default_factory=now)
+    recorder: SessionRecorder | None = None
     inlet_faults: list[Any] = field(default_factory=list)
 
 
@@ -84,6 +87,61 @@ def _full_info(inlet: LslInlet, timeout: float = 5.0) -> pylsl.StreamInfo:
     if inlet._inlet is None:  # opened just before; the inlet keeps its pylsl handle
         raise ServiceError("the inlet is not connected")
     return inlet._inlet.info(timeout)
+
+
+def build_hot_path(
+    config: BciConfig,
+    positions: np.ndarray,
+    sample_rate: float,
+    *,
+    background_learning: bool = True,
+) -> HotPath:
+    """The hot path a config describes, for a stream of ``positions`` at ``sample_rate``.
+
+    Online the sorter learns in the background; a replay learns in line
+    (``background_learning=False``), so that it is deterministic.
+    """
+    lc = config.loop or LoopConfig()
+    acq = OnlinePipeline(
+        config.acquisition or AcquisitionConfig(),
+        positions,
+        sample_rate,
+        background_learning=background_learning,
+        sort=lc.sort,
+    )
+    decoder = readout = None
+    section = config.decoders
+    if section is not None and lc.use_decoder:
+        decoder = DecoderPipeline(section, sample_rate)
+        decoder.restore()
+        if section.readout is not None:
+            readout = build_readout(section.readout, section.n_units, sample_rate)
+    policies = [make_policy(p, config.rig, sample_rate) for p in lc.policies]
+    return HotPath(acq, policies, decoder, readout, lc.max_raster_spikes)
+
+
+def replay_decisions(
+    session: Session, config: BciConfig, chunk_ms: float = 1.0
+) -> list[dict[str, Any]]:
+    """Push a recorded session through the hot path of ``config`` as fast as possible and
+    return every decision its policies make (see :func:`bci.loop.decision`), in order.
+
+    The policies see the data's own time, so for deterministic stages this reproduces
+    the online run's ``stim_decision`` events, sent or suppressed.
+    """
+    hot = build_hot_path(
+        config, session.positions_um, session.sample_rate, background_learning=False
+    )
+    n = max(1, round(chunk_ms * session.sample_rate / 1000.0))
+    out: list[dict[str, Any]] = []
+    try:
+        for chunk in session.chunks(n):
+            at = chunk.timestamp + (chunk.n_samples - 1) / chunk.sample_rate
+            _, commands, _ = hot.process(chunk, at=at)
+            out.extend(decision(c) for c in commands)
+    finally:
+        hot.acquisition.close()
+    return out
 
 
 # ---------------------------------------------------------------------- services
@@ -209,7 +267,7 @@ class PublisherService(Service):
         assert rt.mqtt is not None
         assert rt.config.stimulation is not None
         async with StimPublisher(
-            rt.mqtt, rt.config.stimulation, rt.config.rig, on_ack=rt.tracer.on_ack
+            rt.mqtt, rt.config.stimulation, rt.config.rig, on_ack=self._on_ack
         ) as pub:
             await pub.wait_connected()
             rt.publisher = pub
@@ -219,6 +277,11 @@ class PublisherService(Service):
             finally:
                 await self._stop_all(pub)
                 rt.publisher = None
+
+    def _on_ack(self, ack: Ack) -> None:
+        self.runtime.tracer.on_ack(ack)
+        if self.runtime.recorder is not None:
+            self.runtime.recorder.write_event("stim_ack", ack.model_dump(mode="json"))
 
     async def _stop_all(self, pub: StimPublisher) -> None:
         """Send stop_all to every device and wait (up to 1 s) for the acks."""
@@ -267,25 +330,10 @@ class LoopService(Service):
         self._stop = threading.Event()
         self.max_staleness_s = runtime.loop_config.max_staleness_ms / 1000.0
 
-    def build_hot_path(self, positions: np.ndarray, sample_rate: float) -> HotPath:
-        rt = self.runtime
-        lc = rt.loop_config
-        acq = OnlinePipeline(
-            _acquisition_config(rt), positions, sample_rate, background_learning=True, sort=lc.sort
-        )
-        decoder = readout = None
-        section = rt.config.decoders
-        if section is not None and lc.use_decoder:
-            decoder = DecoderPipeline(section, sample_rate)
-            decoder.restore()
-            if section.readout is not None:
-                readout = build_readout(section.readout, section.n_units, sample_rate)
-        policies = [make_policy(p, rt.config.rig, sample_rate) for p in lc.policies]
-        return HotPath(acq, policies, decoder, readout, lc.max_raster_spikes)
-
     async def run(self, ready: Callable[[], None]) -> None:
         rt = self.runtime
         self._stop.clear()
+        recorder: SessionRecorder | None = None
         # kernels were compiled before the services started (warm_up_all); opening the
         # inlet only now means no backlog piles up while anything else gets ready
         inlet = LslInlet(_acquisition_config(rt).inlet)
@@ -298,27 +346,57 @@ class LoopService(Service):
                     "the stream has no electrode positions in its description; the "
                     "detector needs them (channels/channel/location)"
                 )
-            hot = self.build_hot_path(positions, info.nominal_srate())
+            hot = build_hot_path(rt.config, positions, info.nominal_srate())
             rt.hot = hot
+            if rt.config.recording is not None:
+                recorder = SessionRecorder(
+                    SessionRecorder.new_folder(rt.config.recording.folder, rt.config.rig),
+                    info.nominal_srate(),
+                    info.channel_count(),
+                    config=rt.config.recording,
+                    positions_um=positions,
+                    resolved_config=rt.config,
+                    rig=rt.config.rig,
+                ).start()
+                rt.recorder = recorder
             loop = asyncio.get_running_loop()
             ready()
-            await asyncio.to_thread(self._pull_loop, inlet, hot, loop)
+            await asyncio.to_thread(self._pull_loop, inlet, hot, loop, recorder)
         finally:
             self._stop.set()
             inlet.close()
+            if recorder is not None:
+                rt.recorder = None
+                await asyncio.to_thread(recorder.close)
             if rt.hot is not None:
                 if rt.hot.decoder is not None:
                     rt.hot.decoder.shutdown(rt.hot.stats.end_sample)
                 rt.hot.acquisition.close()
 
-    def _pull_loop(self, inlet: LslInlet, hot: HotPath, loop: asyncio.AbstractEventLoop) -> None:
+    def _pull_loop(
+        self,
+        inlet: LslInlet,
+        hot: HotPath,
+        loop: asyncio.AbstractEventLoop,
+        recorder: SessionRecorder | None,
+    ) -> None:
         rate = hot.acquisition.sample_rate
         while not self._stop.is_set():
             chunks = inlet.pull(timeout=0.05)
             pulled = now()
             for chunk in chunks:
                 chunk_end = chunk.timestamp + (chunk.n_samples - 1) / rate
-                _, commands = hot.process(chunk, stale=pulled - chunk_end > self.max_staleness_s)
+                stale = pulled - chunk_end > self.max_staleness_s
+                batch, commands, suppressed = hot.process(chunk, stale=stale)
+                if recorder is not None:
+                    recorder.write(chunk)
+                    recorder.write_spikes(batch)
+                    for cmd in commands:
+                        recorder.write_event("stim_decision", sent=True, command=decision(cmd))
+                    for cmd in suppressed:
+                        recorder.write_event(
+                            "stim_decision", sent=False, reason="stale", command=decision(cmd)
+                        )
                 if commands:
                     at = now()
                     for cmd in commands:

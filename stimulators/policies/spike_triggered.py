@@ -39,8 +39,8 @@ class SpikeTriggeredParams(StrictModel):
 class SpikeTriggeredPolicy(Policy):
     """Consumes spike batches; produces one command per qualifying spike outside lockout.
 
-    A trigger at sample ``s`` is due at ``s + delay``; it is sent in the first chunk
-    whose LSL time reaches that, with ``cause`` = the trigger spike and ``deadline`` =
+    A trigger at sample ``s`` is due at ``s + delay``; it is sent with the first batch
+    whose data reach that time, with ``cause`` = the trigger spike and ``deadline`` =
     due time + ``deadline_ms``. Triggers within the lockout are counted, not sent.
     """
 
@@ -88,7 +88,10 @@ class SpikeTriggeredPolicy(Policy):
             self._locked_until = sample + self._delay + self._lockout
         out: list[AnyStimCommand] = []
         delay_s = self._delay / self.sample_rate
-        while self._pending and self._pending[0][1] + delay_s <= now + 1e-9:
+        # due once the data have reached the intended time: decided on the data's own
+        # clock, so a replay of the recording makes the same decisions
+        data_time = batch.timestamp + (batch.end_sample - batch.first_sample) / self.sample_rate
+        while self._pending and self._pending[0][1] + delay_s <= data_time + 1e-9:
             sample, t = self._pending.popleft()
             p = self.params
             deadline = t + delay_s + p.deadline_ms / 1000.0
