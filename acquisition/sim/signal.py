@@ -10,6 +10,7 @@ waveform at sample ``s``; its trough, the ground-truth time, is at ``s + trough`
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -178,25 +179,131 @@ def iir_inplace(x: np.ndarray, b: np.ndarray, a: np.ndarray, z: np.ndarray) -> N
             x[t, ch] = y
 
 
+def _ziggurat_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tables of the 128-layer ziggurat for the standard normal (Marsaglia and Tsang,
+    "The ziggurat method for generating random variables", J. Stat. Softw. 2000)."""
+    m1 = 2147483648.0
+    dn = tn = 3.442619855899
+    vn = 9.91256303526217e-3
+    kn = np.zeros(128, dtype=np.int64)
+    wn = np.zeros(128)
+    fn = np.zeros(128)
+    q = vn / math.exp(-0.5 * dn * dn)
+    kn[0] = int((dn / q) * m1)
+    kn[1] = 0
+    wn[0] = q / m1
+    wn[127] = dn / m1
+    fn[0] = 1.0
+    fn[127] = math.exp(-0.5 * dn * dn)
+    for i in range(126, 0, -1):
+        dn = math.sqrt(-2.0 * math.log(vn / dn + math.exp(-0.5 * dn * dn)))
+        kn[i + 1] = int((dn / tn) * m1)
+        tn = dn
+        fn[i] = math.exp(-0.5 * dn * dn)
+        wn[i] = dn / m1
+    return kn, wn, fn
+
+
+_ZIG_KN, _ZIG_WN, _ZIG_FN = _ziggurat_tables()
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _next(state: np.ndarray, ch: int) -> np.uint64:
+    """xorshift64* step of channel ``ch``'s stream."""
+    x = state[ch]
+    x ^= x >> np.uint64(12)
+    x ^= x << np.uint64(25)
+    x ^= x >> np.uint64(27)
+    state[ch] = x
+    return x * np.uint64(2685821657736338717)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _uniform(state: np.ndarray, ch: int) -> float:
+    """Uniform in (0, 1] from 53 bits of channel ``ch``'s stream."""
+    return (float(_next(state, ch) >> np.uint64(11)) + 1.0) * (1.0 / 9007199254740992.0)
+
+
+@njit(cache=True, nogil=True)
+def _normal_slow(
+    hz: int, state: np.ndarray, ch: int, kn: np.ndarray, wn: np.ndarray, fn: np.ndarray
+) -> float:
+    """The ziggurat's rare path (about 1 % of draws): wedges and the tail."""
+    while True:
+        iz = hz & 127
+        x = hz * wn[iz]
+        if iz == 0:  # the tail beyond r = 3.4426
+            while True:
+                x = -math.log(_uniform(state, ch)) * 0.2904764
+                y = -math.log(_uniform(state, ch))
+                if y + y >= x * x:
+                    break
+            return 3.442620 + x if hz > 0 else -3.442620 - x
+        if fn[iz] + _uniform(state, ch) * (fn[iz - 1] - fn[iz]) < math.exp(-0.5 * x * x):
+            return x
+        hz = _signed32(_next(state, ch))
+        iz = hz & 127
+        if abs(hz) < kn[iz]:
+            return hz * wn[iz]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _signed32(r: np.uint64) -> int:
+    """The top 32 bits of ``r`` as a signed integer."""
+    hz = np.int64(r >> np.uint64(32))
+    return hz - 4294967296 if hz >= 2147483648 else hz
+
+
+@njit(cache=True, nogil=True)
+def noise_kernel(
+    out: np.ndarray,
+    state: np.ndarray,
+    b: np.ndarray,
+    a: np.ndarray,
+    z: np.ndarray,
+    kn: np.ndarray,
+    wn: np.ndarray,
+    fn: np.ndarray,
+) -> None:
+    """Fill ``out`` (samples x channels) with Gaussian noise shaped by the IIR ``b, a``.
+
+    Each channel has its own xorshift64* stream (``state``, never 0) drawn in time
+    order, so the output depends only on the seed, never on how the samples are split
+    into calls. The filter is direct form II transposed with state ``z``
+    ``(order, channels)``.
+    """
+    order = z.shape[0]
+    n, c = out.shape
+    for t in range(n):
+        for ch in range(c):
+            hz = _signed32(_next(state, ch))  # ziggurat (Marsaglia & Tsang), fast path
+            iz = hz & 127
+            g = hz * wn[iz] if abs(hz) < kn[iz] else _normal_slow(hz, state, ch, kn, wn, fn)
+            y = b[0] * g + z[0, ch]
+            for k in range(order - 1):
+                z[k, ch] = b[k + 1] * g - a[k + 1] * y + z[k + 1, ch]
+            z[order - 1, ch] = b[order] * g - a[order] * y
+            out[t, ch] = y
+
+
 class NoiseGenerator:
     """Thermal (white) plus 1/f noise per channel, float32 µV, continuous across calls.
 
-    One white Gaussian draw is shaped by ``thermal + g * H_pink(z)``, so both parts cost
-    one random number per sample; the RMS of each part is what the config states.
-    Calls with different block sizes give the same samples (the draws and the filter
-    state carry over).
+    One white Gaussian draw per sample is shaped by ``thermal + g * H_pink(z)``, so both
+    parts cost one random number per sample; the RMS of each part is what the config
+    states. The draws come from per-channel generators seeded from ``rng`` (see
+    :func:`noise_kernel`), so calls with different block sizes give the same samples.
     """
 
     def __init__(self, config: NoiseConfig, n_channels: int, rng: np.random.Generator) -> None:
         self.config = config
         self.n_channels = n_channels
-        self._rng = rng
         gain_pink = config.pink_uv / np.sqrt(_impulse_energy(_PINK_B, _PINK_A))
         self._b = (config.thermal_uv * _PINK_A + gain_pink * _PINK_B).astype(np.float64)
         self._a = _PINK_A.copy()
-        self._z = np.zeros((len(_PINK_A) - 1, n_channels), dtype=np.float32)
-        self._b32 = self._b.astype(np.float32)
-        self._a32 = self._a.astype(np.float32)
+        self._z = np.zeros((len(_PINK_A) - 1, n_channels), dtype=np.float64)
+        seeds = rng.integers(1, 2**63, size=n_channels, dtype=np.int64)
+        self._state = seeds.astype(np.uint64)
         self._silent = config.thermal_uv == 0 and config.pink_uv == 0
 
     def generate(self, n_samples: int) -> np.ndarray:
@@ -210,5 +317,4 @@ class NoiseGenerator:
         if self._silent:
             out[:] = 0.0
             return
-        self._rng.standard_normal(out=out, dtype=np.float32)
-        iir_inplace(out, self._b32, self._a32, self._z)
+        noise_kernel(out, self._state, self._b, self._a, self._z, _ZIG_KN, _ZIG_WN, _ZIG_FN)

@@ -291,3 +291,25 @@ def test_sample_rates(rate: float) -> None:
     assert out.chunk.sample_rate == rate
     rates = rig.spike_counts[:12]
     assert 1 < rates.mean() < 100  # the neurons behave the same at any sampling rate
+
+
+def test_noise_has_the_configured_rms_gaussian_shape_and_1_over_f_spectrum() -> None:
+    from scipy import stats
+    from scipy.signal import welch
+
+    from acquisition.sim.config import NoiseConfig
+    from acquisition.sim.signal import NoiseGenerator
+
+    white = NoiseGenerator(NoiseConfig(thermal_uv=8.0, pink_uv=0.0), 4, np.random.default_rng(0))
+    x = white.generate(300_000).astype(np.float64)
+    np.testing.assert_allclose(x.std(axis=0), 8.0, rtol=0.02)
+    assert abs(stats.kurtosis(x[:, 0])) < 0.05  # Gaussian: excess kurtosis 0
+    assert stats.kstest(x[:, 0] / 8.0, "norm").pvalue > 0.001
+    assert abs(np.corrcoef(x[:, 0], x[:, 1])[0, 1]) < 0.02  # channels independent
+    pink = NoiseGenerator(NoiseConfig(thermal_uv=0.0, pink_uv=4.0), 2, np.random.default_rng(1))
+    y = pink.generate(300_000)[:, 0]
+    assert y.std() == pytest.approx(4.0, rel=0.05)
+    f, p = welch(y, fs=30_000, nperseg=2**14)
+    band = (f > 10) & (f < 3000)
+    slope = np.polyfit(np.log10(f[band]), np.log10(p[band]), 1)[0]
+    assert slope == pytest.approx(-1.0, abs=0.1)
