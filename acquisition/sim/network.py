@@ -188,14 +188,3 @@ def deliver_spikes(
                 ring_e[slot, post[k]] += w
             else:
                 ring_i[slot, post[k]] -= w
-
-
-@njit(cache=True, nogil=True)
-def take_arrivals(ring: np.ndarray, first_step: int, out: np.ndarray, lo: int, hi: int) -> None:
-    """Move ring rows for steps ``first_step .. first_step + len(out)`` (neurons lo:hi) to out."""
-    size = ring.shape[0]
-    for t in range(out.shape[0]):
-        slot = (first_step + t) % size
-        for j in range(lo, hi):
-            out[t, j - lo] = ring[slot, j]
-            ring[slot, j] = 0.0

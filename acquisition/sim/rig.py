@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from acquisition.sim.config import SimRigConfig
-from acquisition.sim.network import Synapses, build_synapses, deliver_spikes, take_arrivals
+from acquisition.sim.network import Synapses, build_synapses, deliver_spikes
 from acquisition.sim.neurons import NeuronModel, SynapseBlock, model_class
 from acquisition.sim.neurons.base import SYN_CONDUCTANCE, SYN_CURRENT
 from acquisition.sim.probe import build_probe, electrode_positions
@@ -95,7 +95,9 @@ class SimulatedRig:
         self.noise = NoiseGenerator(config.noise, self.n_channels, self._noise_rng)
 
         self._block = self.synapses.min_delay or 10 * config.chunk_samples
-        ring_rows = self.synapses.max_delay + self._block + 1
+        # a whole number of blocks: a slice never wraps, so it reads its rows in place
+        blocks = -(-(self.synapses.max_delay + self._block + 1) // self._block)
+        ring_rows = blocks * self._block
         self._ring_e = np.zeros((ring_rows, self.n_neurons))
         self._ring_i = np.zeros((ring_rows, self.n_neurons))
 
@@ -289,11 +291,15 @@ class SimulatedRig:
             # floating-point operation is the same whatever chunk sizes the caller uses
             first = t0 + start
             length = min(self._block - first % self._block, n - start)
-            ge_all = self._ge_in[:length]
-            gi_all = self._gi_in[:length]
             if self.synapses.n_synapses:
-                take_arrivals(self._ring_e, first, ge_all, 0, self.n_neurons)
-                take_arrivals(self._ring_i, first, gi_all, 0, self.n_neurons)
+                # this slice's arrival rows, in place (no delivery can land in them: every
+                # delay is at least one block)
+                row = first % self._ring_e.shape[0]
+                ge_all = self._ring_e[row : row + length]
+                gi_all = self._ring_i[row : row + length]
+            else:
+                ge_all = self._ge_in[:length]
+                gi_all = self._gi_in[:length]
             delivered = len(steps_parts)
             for pop in self.populations:
                 syn = pop.syn
@@ -305,6 +311,9 @@ class SimulatedRig:
                 if k:
                     steps_parts.append(pop.spikes[:k, 0] + first)
                     neuron_parts.append(pop.spikes[:k, 1] + pop.lo)
+            if self.synapses.n_synapses:
+                ge_all[:] = 0.0  # consumed: the rows are reused one ring turn later
+                gi_all[:] = 0.0
             if self.synapses.n_synapses and len(steps_parts) > delivered:
                 steps = np.concatenate(steps_parts[delivered:])
                 neurons = np.concatenate(neuron_parts[delivered:])
