@@ -52,7 +52,9 @@ class ThresholdDetectorConfig(StrictModel):
 
     A sample is a spike when it crosses ``threshold`` times the channel's noise (MAD of
     the filtered signal, tracked online) with the given ``polarity`` and is the largest
-    such value within ``exclusion_ms`` in time and ``radius_um`` in space. Snippets of
+    such value within ``exclusion_ms`` in time and ``radius_um`` in space; for
+    ``shadow_ms`` after a peak, smaller crossings (below ``shadow_fraction`` of it) on its
+    neighbourhood are taken for its after-lobes and dropped. Snippets of
     ``snippet_pre_ms`` + ``snippet_post_ms`` are cut on all electrodes within
     ``snippet_radius_um`` of the peak electrode.
     """
@@ -62,6 +64,8 @@ class ThresholdDetectorConfig(StrictModel):
     polarity: Literal["neg", "pos", "both"] = "neg"
     radius_um: float = Field(50.0, ge=0, description="spatial exclusion radius")
     exclusion_ms: float = Field(0.4, gt=0, description="temporal exclusion half-width")
+    shadow_ms: float = Field(1.5, ge=0, description="after-lobe suppression window (0: off)")
+    shadow_fraction: float = Field(0.5, ge=0, le=1)
     snippet_pre_ms: float = Field(0.6, ge=0)
     snippet_post_ms: float = Field(1.0, gt=0)
     snippet_radius_um: float = Field(60.0, ge=0)
@@ -92,13 +96,13 @@ class TemplateSorterConfig(StrictModel):
     learning_s: float = Field(30.0, gt=0)
     n_components: int = Field(6, ge=1, le=32)
     max_learning_spikes: int = Field(200_000, ge=100)
-    min_cluster_spikes: int = Field(10, ge=3)
+    min_cluster_spikes: int = Field(20, ge=3)
     merge_threshold: float = Field(
         0.3, gt=0, description="templates closer than this (relative L2) are merged"
     )
-    match_threshold: float = Field(2.0, gt=0, description="max RMS residual, in noise units")
+    match_threshold: float = Field(4.0, gt=0, description="max RMS residual, in noise units")
     match_relative: float = Field(
-        0.2, ge=0, lt=1, description="or: max residual energy / snippet energy (big spikes)"
+        0.5, ge=0, lt=1, description="or: max residual energy / snippet energy (big spikes)"
     )
     drift_alpha: float = Field(0.02, ge=0, le=1)
     new_unit_min_spikes: int = Field(50, ge=5)

@@ -50,6 +50,9 @@ class ThresholdDetector:
         self.neighbours = neighbourhoods(self.positions_um, config.radius_um)
         self.snippet_neighbours = neighbourhoods(self.positions_um, config.snippet_radius_um)
         self.polarity = _POLARITY[config.polarity]
+        self.shadow = round(config.shadow_ms * fs / 1000.0)
+        self._shadow_until = np.full(self.n_channels, -(2**62), dtype=np.int64)
+        self._shadow_value = np.zeros(self.n_channels, dtype=np.float32)
         self._eta = 1.0 / (config.noise_tau_s * fs)
         self._warmup_n = max(1, round(config.noise_warmup_s * fs))
         self.median_abs = np.zeros(self.n_channels, dtype=np.float64)
@@ -62,6 +65,8 @@ class ThresholdDetector:
         """Forget everything: buffer, noise estimate, position in the stream."""
         self._warm_parts: list[np.ndarray] = []
         self._warm_count = 0
+        self._shadow_until[:] = -(2**62)
+        self._shadow_value[:] = 0.0
         self._detect_from = 0  # no peak before the end of the noise warm-up
         self.noise_ready = False
         self.median_abs[:] = 0.0
@@ -146,6 +151,11 @@ class ThresholdDetector:
                 self.polarity,
                 out_t,
                 out_c,
+                self._buf_start,
+                self.shadow,
+                self.config.shadow_fraction,
+                self._shadow_until,
+                self._shadow_value,
             )
             rows, chans = out_t[:n], out_c[:n]
             snippets = np.empty(

@@ -47,6 +47,11 @@ def detect_peaks(
     polarity: int,
     out_t: np.ndarray,
     out_c: np.ndarray,
+    row0: int,
+    shadow: int,
+    shadow_fraction: float,
+    shadow_until: np.ndarray,
+    shadow_value: np.ndarray,
 ) -> int:
     """Locally exclusive threshold crossings among rows ``[start, stop)`` of ``buf``.
 
@@ -57,6 +62,12 @@ def detect_peaks(
     ties go to the earlier sample, then the lower channel, so exactly one of equal values
     wins. Writes rows and channels to ``out_t`` / ``out_c``; returns how many (stops when
     they are full).
+
+    Shadowing: a peak of value ``v`` at absolute sample ``row0 + t`` hides, for the next
+    ``shadow`` samples on its neighbourhood, every candidate smaller than
+    ``shadow_fraction * v`` (the after-lobes of a large spike). The state is kept across
+    calls in ``shadow_until`` (absolute sample) and ``shadow_value`` per electrode;
+    candidates are decided in time order, so the result does not depend on chunking.
     """
     c_count = buf.shape[1]
     k_count = neighbours.shape[1]
@@ -66,6 +77,8 @@ def detect_peaks(
         for c in range(c_count):
             v = _value(buf[t, c], polarity)
             if v <= thresholds[c]:
+                continue
+            if row0 + t <= shadow_until[c] and v < shadow_value[c]:
                 continue
             is_peak = True
             # cheap test first: the same electrode over time
@@ -97,6 +110,15 @@ def detect_peaks(
                 out_t[n_out] = t
                 out_c[n_out] = c
                 n_out += 1
+                if shadow > 0:
+                    until = row0 + t + shadow
+                    for k in range(k_count):
+                        n = neighbours[c, k]
+                        if n < 0:
+                            break
+                        if until > shadow_until[n] or shadow_fraction * v > shadow_value[n]:
+                            shadow_until[n] = until
+                            shadow_value[n] = shadow_fraction * v
     return n_out
 
 
@@ -136,6 +158,23 @@ def warm_up() -> None:
     nb = np.array([[0, 1], [1, 0]], dtype=np.int32)
     out_t = np.zeros(4, dtype=np.int64)
     out_c = np.zeros(4, dtype=np.int32)
+    until = np.zeros(2, dtype=np.int64)
+    value = np.zeros(2, dtype=np.float32)
     for pol in (NEG, POS, BOTH):
-        detect_peaks(buf, 2, 8, np.ones(2, dtype=np.float32), nb, 2, pol, out_t, out_c)
+        detect_peaks(
+            buf,
+            2,
+            8,
+            np.ones(2, dtype=np.float32),
+            nb,
+            2,
+            pol,
+            out_t,
+            out_c,
+            0,
+            3,
+            0.5,
+            until,
+            value,
+        )
     extract_snippets(buf, out_t[:1] + 2, out_c[:1], nb, 1, np.zeros((1, 3, 2), dtype=np.float32))

@@ -161,3 +161,19 @@ def test_gap_restarts_buffer_without_crash() -> None:
     d = det.process(Chunk(x[4000:], 9000, 0.3, FS))  # 5000 samples missing
     assert len(d) == 1
     assert abs(d.samples[0] - 10_500) <= 2
+
+
+def test_after_lobes_of_a_big_spike_are_shadowed() -> None:
+    x = noise(8000, 4, seed=10)
+    t = (np.arange(60) - 20) / FS
+    x[4980:5040, 1] -= 300.0 * np.exp(-0.5 * (t / 1.0e-4) ** 2)  # the spike
+    x[5010:5070, 1] -= 80.0 * np.exp(-0.5 * (t / 1.0e-4) ** 2)  # its after-lobe, 1 ms later
+    x[6980:7040, 2] -= 300.0 * np.exp(-0.5 * (t / 1.0e-4) ** 2)
+    x[7010:7070, 2] -= 250.0 * np.exp(-0.5 * (t / 1.0e-4) ** 2)  # a real second spike
+    cuts = [5005, 5020, 7015]
+    s, _ = collect(run(make_detector(CFG, linear_positions(4), FS), x, cuts))
+    assert len(s) == 3
+    assert np.abs(s - np.array([5000, 7000, 7030])).max() <= 2
+    off = CFG.model_copy(update={"shadow_ms": 0.0})
+    s, _ = collect(run(make_detector(off, linear_positions(4), FS), x, cuts))
+    assert len(s) == 4

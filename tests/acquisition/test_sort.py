@@ -121,9 +121,10 @@ def test_new_unit_appears_after_learning() -> None:
     late = truth[4]
     x2, _, _ = toy_recording(16.0, seed=3, n_units=4)
     x[: int(6 * FS)] = x2[: int(6 * FS)]
-    cfg = AcquisitionConfig.model_validate(
-        {"sorter": {"learning_s": 4.0, "recluster_every_s": 2.0, "new_unit_min_spikes": 30}}
-    )
+    # strict matching, so that the new neuron's spikes stay unmatched and found a unit
+    sorter = {"learning_s": 4.0, "recluster_every_s": 2.0, "new_unit_min_spikes": 30}
+    sorter |= {"match_threshold": 2.0, "match_relative": 0.2}
+    cfg = AcquisitionConfig.model_validate({"sorter": sorter})
     pipe = OnlinePipeline(cfg, pos, FS)
     out = [pipe.process(Chunk(x[i : i + 3000], i, 0.0, FS)) for i in range(0, len(x), 3000)]
     n_after_learning = None

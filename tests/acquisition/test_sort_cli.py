@@ -29,7 +29,8 @@ def binary_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[
 def test_sort_writes_a_loadable_sorting(binary_folder, tmp_path: Path) -> None:
     folder, truth = binary_folder
     cfg = tmp_path / "sort.yaml"
-    cfg.write_text("acquisition:\n  chunk_ms: 20\n  sorter:\n    learning_s: 4.0\n")
+    sorter = "    learning_s: 4.0\n    min_cluster_spikes: 10\n"  # a short learning period
+    cfg.write_text("acquisition:\n  chunk_ms: 20\n  sorter:\n" + sorter)
     out = tmp_path / "sorting"
     result = CliRunner().invoke(
         app, ["sort", str(folder), "--out", str(out), "--config", str(cfg)], catch_exceptions=False
