@@ -251,7 +251,7 @@ def _normal_slow(
 def _signed32(r: np.uint64) -> int:
     """The top 32 bits of ``r`` as a signed integer."""
     hz = np.int64(r >> np.uint64(32))
-    return hz - 4294967296 if hz >= 2147483648 else hz
+    return int(hz - 4294967296) if hz >= 2147483648 else int(hz)
 
 
 @njit(cache=True, nogil=True)
