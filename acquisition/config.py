@@ -121,7 +121,9 @@ class InletConfig(StrictModel):
     """Where the raw stream comes from and what it must look like.
 
     The stream is resolved by ``source_id``, ``name`` or ``type`` (the first given, in
-    that order). ``n_channels`` / ``sample_rate_hz`` (when set) must match the stream.
+    that order; ``type`` defaults to EEG for resolving by type alone, and narrows a
+    match by source id or name only when set explicitly). ``n_channels`` /
+    ``sample_rate_hz`` (when set) must match the stream.
     ``counter_channel`` names a channel carrying the absolute sample index (float32,
     exact below 2**24) used for exact gap and duplicate detection; otherwise
     timestamps are used: a step between consecutive timestamps of more than

@@ -71,11 +71,13 @@ def resolve_stream(config: InletConfig, timeout: float | None = None) -> pylsl.S
     else:
         prop, value = "type", str(config.type)
     found = pylsl.resolve_byprop(prop, value, minimum=1, timeout=wait)
-    # a name or source id may be shared by streams of other types: narrow down
+    # a name or source id may be shared by streams of other types: narrow down, by the
+    # type only when the config sets it (its default is for resolving by type alone)
+    narrow_type = prop != "type" and "type" in config.model_fields_set
     for info in found:
         if config.name is not None and info.name() != config.name:
             continue
-        if config.type is not None and prop != "type" and info.type() != config.type:
+        if narrow_type and config.type is not None and info.type() != config.type:
             continue
         return info
     others = pylsl.resolve_streams(wait_time=min(1.0, wait))

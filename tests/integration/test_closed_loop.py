@@ -226,3 +226,46 @@ def test_source_that_never_appears_stops_with_a_clear_message(
     assert "Traceback" not in proc.stderr
     assert "service 'loop' failed 3 times" in proc.stderr
     assert f"no-such-{unique_id}" in proc.stderr
+
+
+def test_same_config_runs_against_an_external_stream_by_changing_source_and_broker(
+    mqtt_broker: Any, unique_id: str, tmp_path: Path
+) -> None:
+    """An external amplifier stand-in (``bci sim-rig`` started on its own, with its
+    drivers) and a broker: only ``loop.source``, ``acquisition.inlet`` and ``mqtt``
+    change from the demo config."""
+    rig = f"ext{unique_id}"
+    policy = {
+        "kind": "spike_triggered",
+        "device": "stim0",
+        "electrodes": list(range(32)),
+        "lockout_ms": 100,
+        "deadline_ms": 1000,
+        "command": {"kind": "electrical", "electrodes": [16], "amplitude_ua": 10},
+    }
+    data = base_config(rig, mqtt_broker.url, [policy])
+    rig_path = tmp_path / "amplifier.yaml"
+    rig_path.write_text(yaml.safe_dump({k: v for k, v in data.items() if k != "loop"}))
+    env = dict(os.environ, BCI_MQTT_URL=mqtt_broker.url)
+    amp = subprocess.Popen(
+        [sys.executable, "-m", "bci", "sim-rig", str(rig_path), "--announce"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        assert amp.stdout is not None
+        assert '"ready"' in amp.stdout.readline()
+        data["loop"]["source"] = {"kind": "lsl"}
+        data["acquisition"]["inlet"] = {"source_id": f"bci-{rig}-simrig"}
+        rt, sup = asyncio.run(
+            run_loop(build(data), 8.0, workdir=tmp_path / "work", handle_signals=False)
+        )
+    finally:
+        amp.send_signal(signal.SIGTERM)
+        amp.wait(timeout=30)
+    assert "rig" not in sup.health()  # nothing simulated in this process
+    assert rt.hot is not None
+    assert rt.hot.stats.spikes > 100
+    assert rt.tracer.executed() >= 10  # the external drivers executed the loop's commands
