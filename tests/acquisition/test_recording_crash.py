@@ -38,12 +38,16 @@ def flushed_samples(folder: Path) -> int:
     return total
 
 
-def wait_for_flushed(folder: Path, target: int, timeout_s: float = 30.0) -> int:
+def wait_for_flushed(
+    folder: Path, target: int, child: subprocess.Popen[str] | None = None, timeout_s: float = 60.0
+) -> int:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         n = flushed_samples(folder)
         if n >= target:
             return n
+        if child is not None and child.poll() is not None:
+            raise AssertionError(f"the recording child exited early ({child.returncode})")
         time.sleep(0.002)  # polling a sample count with a deadline
     raise AssertionError(f"only {flushed_samples(folder)} of {target} samples flushed in time")
 
@@ -90,7 +94,7 @@ def test_sigkill_at_random_moments_keeps_every_flushed_sample(
         try:
             assert child.stdout is not None
             assert json.loads(child.stdout.readline()) == {"ready": True}
-            before = wait_for_flushed(folder, target)
+            before = wait_for_flushed(folder, target, child)
             os.kill(child.pid, signal.SIGKILL)
             assert child.wait(10) == -signal.SIGKILL
         finally:

@@ -4,7 +4,8 @@
         [--rotate-s S] [--seconds S]
 
 The rig config is :func:`rig_config` (fast pacing), so the parent can regenerate the
-exact samples in-process. Prints ``{"ready": true}`` once recording has started.
+exact samples in-process. Prints ``{"ready": true}`` once the kernels are compiled and
+recording has started.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from acquisition.recording.config import RecordingConfig
 from acquisition.recording.recorder import SessionRecorder
 from acquisition.sim.config import SimRigConfig
-from acquisition.sim.rig import SimulatedRig
+from acquisition.sim.rig import SimulatedRig, warm_up
 from acquisition.sim.streamer import RigStreamer
 from bci.config import validate
 
@@ -56,6 +57,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--queue-s", type=float, default=60.0)
     args = parser.parse_args()
+    warm_up(rig_config(args.seed))  # compile before "ready": no JIT inside the timed part
     rig = SimulatedRig(rig_config(args.seed))
     config = RecordingConfig(
         flush_interval_ms=args.flush_ms,
