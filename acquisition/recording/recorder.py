@@ -357,13 +357,18 @@ class SessionRecorder:
     # ------------------------------------------------------------------ the cheap side
 
     def _put(self, kind: str, item: Any) -> bool:
+        """Queue a small item; if the recorder stopped or the queue is full, count it as
+        dropped (under the lock, like every drop count) and return False."""
         with self._cond:
-            if self.state != "recording" or self._stop:
-                return False
-            if len(self._queue) >= _MAX_SMALL_ITEMS:
-                return False
-            self._queue.append((kind, item))
-        return True
+            if (
+                self.state == "recording"
+                and not self._stop
+                and len(self._queue) < (_MAX_SMALL_ITEMS)
+            ):
+                self._queue.append((kind, item))
+                return True
+            self._count_lost([(kind, item)])
+        return False
 
     def _seal(self) -> None:
         """Hand the block being filled to the writer (call with the lock held)."""
@@ -424,9 +429,10 @@ class SessionRecorder:
                     off += take
                     if block.n == cap:
                         self._seal()
+            if dropped:  # counted under the lock: the writer thread counts drops too
+                self.stats.dropped_chunks += 1
+                self.stats.dropped_samples += dropped
         if dropped:
-            self.stats.dropped_chunks += 1
-            self.stats.dropped_samples += dropped
             self._note_drop()
 
     def write_spikes(self, batch: SpikeBatch | np.ndarray) -> None:
@@ -437,7 +443,6 @@ class SessionRecorder:
         if spikes.dtype != SPIKE_DTYPE:
             raise RecordingError("spikes must have SPIKE_DTYPE", dtype=str(spikes.dtype))
         if not self._put("spikes", spikes.copy()):
-            self.stats.dropped_spikes += len(spikes)
             self._note_drop()
 
     def write_event(self, kind: str, payload: dict[str, Any] | None = None, **fields: Any) -> None:
@@ -450,7 +455,6 @@ class SessionRecorder:
         row.update(fields)
         row.setdefault("time", now())
         if not self._put("event", row):
-            self.stats.dropped_events += 1
             self._note_drop()
 
     def write_rig_chunk(self, out: Any) -> None:
@@ -458,8 +462,8 @@ class SessionRecorder:
         its ground truth spikes and the starts of stimuli (as ``stim_start`` events)."""
         self.write(out.chunk)
         gt = out.ground_truth
-        if len(gt) and self.config.record_spikes and not self._put("gt", gt.copy()):
-            self.stats.dropped_spikes += len(gt)
+        if len(gt) and self.config.record_spikes:
+            self._put("gt", gt.copy())
         for start in out.stim_starts:
             self.write_event("stim_start", sample=int(start), time=float(out.chunk.time_of(start)))
 
@@ -492,14 +496,16 @@ class SessionRecorder:
                     self._queue.clear()
                 for k, block in enumerate(blocks):
                     if self.state != "recording":
-                        self._count_lost_blocks(blocks[k:])
+                        with self._cond:
+                            self._count_lost_blocks(blocks[k:])
                         break
                     self._write_block(block)
                     with self._cond:
                         self._free.append(block)
                 for i, (kind, item) in enumerate(items):
                     if self.state != "recording":
-                        self._count_lost(items[i:])
+                        with self._cond:
+                            self._count_lost(items[i:])
                         break
                     self._take(kind, item)
                 if self.state == "recording" and (blocks or due):
@@ -602,8 +608,8 @@ class SessionRecorder:
         without the GIL), starting a new segment on a gap or at a rotation."""
         t0 = time.perf_counter()
         if not self._check_disk(block.n * self.frame_bytes + self._small_bytes()):
-            self.stats.dropped_chunks += 1
-            self.stats.dropped_samples += block.n
+            with self._cond:
+                self._count_lost_blocks([block])
             return
         if self._next_expected is not None and block.first != self._next_expected:
             gap = block.first - self._next_expected
