@@ -100,10 +100,14 @@ class TemplateSorterConfig(StrictModel):
     merge_threshold: float = Field(
         0.3, gt=0, description="templates closer than this (relative L2) are merged"
     )
+    merge_noise_factor: float = Field(
+        0.0, ge=0, description="also merge when closer than this x the estimation noise"
+    )
     match_threshold: float = Field(4.0, gt=0, description="max RMS residual, in noise units")
     match_relative: float = Field(
         0.5, ge=0, lt=1, description="or: max residual energy / snippet energy (big spikes)"
     )
+    match_max_shift: int = Field(1, ge=0, le=5, description="lags tried, samples")
     drift_alpha: float = Field(0.02, ge=0, le=1)
     new_unit_min_spikes: int = Field(50, ge=5)
     recluster_every_s: float = Field(10.0, gt=0)

@@ -18,6 +18,7 @@ def assign_spikes(
     max_score: float,
     max_relative: float,
     alpha: float,
+    max_shift: int,
     out_units: np.ndarray,
     out_scores: np.ndarray,
 ) -> None:
@@ -32,7 +33,8 @@ def assign_spikes(
     best score is below ``max_score``, or whose residual energy is below
     ``max_relative`` times its own energy (large spikes), gets that unit
     (``out_units``, else -1) and pulls its template toward itself by ``alpha`` (drift
-    tracking). ``out_scores`` gets the best score.
+    tracking). Templates are tried at lags of up to ``max_shift`` samples (peak jitter).
+    ``out_scores`` gets the best score.
     """
     n, n_win, k_count = snippets.shape
     m_count = candidates.shape[1]
@@ -51,31 +53,36 @@ def assign_spikes(
                 energy += (snippets[i, s, k] * w) ** 2
             e_cnt += n_win
         energy /= max(e_cnt, 1)
+        best_shift = 0
         for m in range(m_count):
             u = candidates[c, m]
             if u < 0:
                 break
-            acc = 0.0
-            cnt = 0
-            n_valid = 0
-            for k in range(k_count):
-                ch = neighbours[c, k]
-                if ch < 0:
-                    break
-                n_valid += 1
-                if support[u, ch] == 0:
-                    continue
-                w = inv_noise[ch]
-                for s in range(n_win):
-                    d = (snippets[i, s, k] - templates[u, s, ch]) * w
-                    acc += d * d
-                cnt += n_win
-            if 2 * cnt < n_valid * n_win:
-                continue  # the unit is defined on too few of these electrodes
-            score = np.sqrt(acc / max(cnt, 1))
-            if score < best_score:
-                best_score = score
-                best = u
+            for sh in range(-max_shift, max_shift + 1):
+                s0 = max(0, -sh)
+                s1 = min(n_win, n_win - sh)
+                acc = 0.0
+                cnt = 0
+                n_valid = 0
+                for k in range(k_count):
+                    ch = neighbours[c, k]
+                    if ch < 0:
+                        break
+                    n_valid += 1
+                    if support[u, ch] == 0:
+                        continue
+                    w = inv_noise[ch]
+                    for s in range(s0, s1):
+                        d = (snippets[i, s, k] - templates[u, s + sh, ch]) * w
+                        acc += d * d
+                    cnt += s1 - s0
+                if 2 * cnt < n_valid * (s1 - s0):
+                    break  # the unit is defined on too few of these electrodes
+                score = np.sqrt(acc / max(cnt, 1))
+                if score < best_score:
+                    best_score = score
+                    best = u
+                    best_shift = sh
         out_scores[i] = best_score
         good = best_score < max_score or best_score * best_score < max_relative * energy
         if best >= 0 and good:
@@ -87,9 +94,10 @@ def assign_spikes(
                         break
                     if support[best, ch] == 0:
                         continue
-                    for s in range(n_win):
-                        templates[best, s, ch] += alpha * (
-                            snippets[i, s, k] - templates[best, s, ch]
+                    for s in range(max(0, -best_shift), min(n_win, n_win - best_shift)):
+                        t_s = s + best_shift
+                        templates[best, t_s, ch] += alpha * (
+                            snippets[i, s, k] - templates[best, t_s, ch]
                         )
         else:
             out_units[i] = -1
@@ -111,6 +119,7 @@ def warm_up() -> None:
         1.0,
         0.2,
         0.1,
+        1,
         np.zeros(1, dtype=np.int32),
         np.zeros(1, dtype=np.float32),
     )

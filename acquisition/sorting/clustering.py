@@ -106,6 +106,22 @@ def _relative_distance(a: np.ndarray, b: np.ndarray, max_shift: int) -> float:
     return best / norm
 
 
+def _noise_rms_distance(a: np.ndarray, b: np.ndarray, noise: np.ndarray, max_shift: int) -> float:
+    """Smallest RMS of ``(a - shift(b)) / noise`` on the shared electrodes."""
+    common = support(a) & support(b)
+    if not common.any():
+        return float("inf")
+    w = 1.0 / np.maximum(noise[common], 1e-9)
+    a = a[:, common] * w
+    b = b[:, common] * w
+    n = a.shape[0]
+    best = np.inf
+    for s in range(-max_shift, max_shift + 1):
+        d = a[s:] - b[: n - s] if s >= 0 else a[:s] - b[-s:]
+        best = min(best, float(np.sqrt(np.mean(d * d))))
+    return best
+
+
 def merge_templates(
     templates: list[np.ndarray],
     counts: list[int],
@@ -114,9 +130,16 @@ def merge_templates(
     radius_um: float,
     threshold: float,
     max_shift: int = 2,
+    noise: np.ndarray | None = None,
+    noise_factor: float = 0.0,
 ) -> tuple[list[np.ndarray], list[int], list[list[int]]]:
     """Merge templates closer than ``threshold`` (relative L2, up to ``max_shift``
     samples of lag) whose main electrodes are within ``radius_um``.
+
+    With ``noise`` (µV per electrode) and ``noise_factor > 0``, two templates are also
+    merged when their RMS difference in noise units is within ``noise_factor`` times what
+    the estimation noise of two medians of ``n_a`` and ``n_b`` spikes gives
+    (``1.25 * sqrt(1/n_a + 1/n_b)``): small units are judged against their own noise.
 
     Returns the merged templates (count-weighted means), their counts, and for each the
     indices of the input templates it absorbed.
@@ -137,6 +160,11 @@ def merge_templates(
                 continue
             if _relative_distance(templates[a], templates[b], max_shift) < threshold:
                 parent[find(b)] = find(a)
+            elif noise is not None and noise_factor > 0:
+                expected = 1.25 * np.sqrt(1.0 / counts[a] + 1.0 / counts[b])
+                rms = _noise_rms_distance(templates[a], templates[b], noise, max_shift)
+                if rms < noise_factor * expected:
+                    parent[find(b)] = find(a)
     groups: dict[int, list[int]] = {}
     for i in range(n):
         groups.setdefault(find(i), []).append(i)
@@ -169,6 +197,7 @@ def learn_templates(
     min_size: int,
     merge_threshold: float,
     merge_radius_um: float,
+    merge_noise_factor: float = 0.0,
     seed: int = 0,
 ) -> list[tuple[np.ndarray, int]]:
     """Templates from a pool of spikes: ``channels`` (peak electrode per spike) and
@@ -192,6 +221,13 @@ def learn_templates(
         return []
     mains = np.array([main_channel(t) for t in templates])
     merged, merged_counts, _ = merge_templates(
-        templates, counts, mains, positions_um, merge_radius_um, merge_threshold
+        templates,
+        counts,
+        mains,
+        positions_um,
+        merge_radius_um,
+        merge_threshold,
+        noise=noise,
+        noise_factor=merge_noise_factor,
     )
     return list(zip(merged, merged_counts, strict=True))

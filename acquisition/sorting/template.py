@@ -147,6 +147,7 @@ class OnlineTemplateSorter:
             min_size=min_size,
             merge_threshold=cfg.merge_threshold,
             merge_radius_um=self._radius,
+            merge_noise_factor=cfg.merge_noise_factor,
             seed=cfg.seed,
         )
 
@@ -241,6 +242,7 @@ class OnlineTemplateSorter:
                 self.config.match_threshold,
                 self.config.match_relative,
                 self.config.drift_alpha,
+                self.config.match_max_shift,
                 units,
                 scores,
             )
