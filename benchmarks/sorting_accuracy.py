@@ -7,7 +7,8 @@ recording. Each recording is streamed through the online path (filter -> detect 
 in ``--chunk-ms`` chunks); units are scored only on what comes after the learning
 period, with ``compare_sorter_to_ground_truth(exhaustive_gt=True, delta_time=0.4)``.
 Reported spike times are troughs (the filter's delay is compensated). One SpikeInterface
-sorter (default ``tridesclous2``) runs offline on the same recording for comparison.
+sorter (default ``tridesclous2``, which needs ``pip install hdbscan``) runs offline on
+the same recording for comparison.
 
 Printed per recording: units at accuracy >= 0.8, mean accuracy of SNR >= 5 units, false
 positive units, detection recall on SNR >= 5 units and detection precision.
