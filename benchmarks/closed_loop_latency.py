@@ -6,7 +6,8 @@ process streaming over real LSL, its simulated drivers on a real broker) for
 causing spike's trough to the driver's receipt of the command, and of each stage:
 
 * chunk_wait: trough -> last sample of the chunk in which it could be labelled
-  (filter delay and detection lookahead included);
+  (filter delay and detection lookahead included: 0.4 ms when triggering on any
+  detected spike, 1 ms with ``--sort``, which needs the whole snippet);
 * lsl_transport: that sample's time -> the chunk pulled by the loop;
 * processing: pulled -> command handed to the publisher;
 * mqtt: handed to the publisher -> received by the driver.
@@ -67,6 +68,13 @@ def make_config(url: str | None, sort: bool, chunk_ms: float) -> BciConfig:
         del data["loop"]["policies"][0]["electrodes"]
     else:
         del data["loop"]["policies"][0]["units"]
+        # detection alone needs no sorting snippet: emit a spike once its 0.4 ms
+        # exclusion window has passed instead of after a 1 ms snippet
+        data["acquisition"]["detection"] = {
+            **data["acquisition"].get("detection", {}),
+            "snippet_pre_ms": 0.4,
+            "snippet_post_ms": 0.4,
+        }
     return validate(BciConfig, data, "benchmark", base_dir=ROOT / "configs")
 
 
