@@ -31,6 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from bci.config import BciConfig, validate
@@ -120,6 +121,14 @@ def main() -> int:
         print(
             f"{stage:<14}{s['median']:>9.2f}{s['p99']:>9.2f}{s['p99.9']:>9.2f}{s['max']:>9.2f}"
             + (f"   {share:5.1f} %" if stage != "total" else "")
+        )
+    handoff = [(t.sent - t.submitted) * 1e3 for t in rt.tracer.traces() if t.sent and t.received]
+    wire = [(t.received - t.sent) * 1e3 for t in rt.tracer.traces() if t.sent and t.received]
+    if handoff:
+        print(
+            f"  mqtt = hand-off to the publisher, median {np.median(handoff):.2f} ms "
+            f"(p99 {np.percentile(handoff, 99):.2f}), + publish to driver receipt, "
+            f"median {np.median(wire):.2f} ms (p99 {np.percentile(wire, 99):.2f})"
         )
     for key, limit in TARGETS.items():
         value = total[key]
