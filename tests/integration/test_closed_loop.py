@@ -23,6 +23,7 @@ from acquisition.pipeline import OnlinePipeline
 from acquisition.sim.rig import SimulatedRig
 from bci.config import BciConfig, validate
 from bci.runtime import run_loop
+from tests.helpers.sim_rig_process import sim_rig_process
 
 ROOT = Path(__file__).parents[2]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -246,25 +247,12 @@ def test_same_config_runs_against_an_external_stream_by_changing_source_and_brok
     data = base_config(rig, mqtt_broker.url, [policy])
     rig_path = tmp_path / "amplifier.yaml"
     rig_path.write_text(yaml.safe_dump({k: v for k, v in data.items() if k != "loop"}))
-    env = dict(os.environ, BCI_MQTT_URL=mqtt_broker.url)
-    amp = subprocess.Popen(
-        [sys.executable, "-m", "bci", "sim-rig", str(rig_path), "--announce"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    try:
-        assert amp.stdout is not None
-        assert '"ready"' in amp.stdout.readline()
+    with sim_rig_process(rig_path, mqtt_broker.url):
         data["loop"]["source"] = {"kind": "lsl"}
         data["acquisition"]["inlet"] = {"source_id": f"bci-{rig}-simrig"}
         rt, sup = asyncio.run(
             run_loop(build(data), 8.0, workdir=tmp_path / "work", handle_signals=False)
         )
-    finally:
-        amp.send_signal(signal.SIGTERM)
-        amp.wait(timeout=30)
     assert "rig" not in sup.health()  # nothing simulated in this process
     assert rt.hot is not None
     assert rt.hot.stats.spikes > 100

@@ -8,10 +8,6 @@ stream over LSL.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +22,7 @@ from bci.config import BciConfig, validate
 from stimulators.commands import Cause, ElectricalPulseTrain, new_command_id
 from stimulators.config import MqttConfig
 from stimulators.mqtt import StimPublisher
+from tests.helpers.sim_rig_process import sim_rig_process
 
 ROOT = Path(__file__).parents[2]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -67,17 +64,7 @@ def test_command_to_the_simulated_driver_raises_firing_near_the_electrode(
     near = np.nonzero(dist < 60.0)[0]
     assert near.size >= 2
 
-    env = dict(os.environ, BCI_MQTT_URL=mqtt_broker.url)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bci", "sim-rig", str(path), "--announce"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert proc.stdout is not None
-        assert '"ready"' in proc.stdout.readline()
+    with sim_rig_process(path, mqtt_broker.url) as proc:
         found = pylsl.resolve_byprop("source_id", f"bci-{rig_id}-simrig-gt", 1, 30.0)
         assert found
         gt = pylsl.StreamInlet(found[0])
@@ -117,9 +104,7 @@ def test_command_to_the_simulated_driver_raises_firing_near_the_electrode(
         assert ack.status == "executed"
         start = ack.start_sample
         rows = np.concatenate([early, late])
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
+    err = proc.stderr_text  # type: ignore[attr-defined]
     assert proc.returncode == 0, err
     neuron, sample = rows[:, 0].astype(int), rows[:, 1].astype(int)
     is_near = np.isin(neuron, near)
