@@ -88,7 +88,8 @@ class SimulatedRig:
         self.n_channels = self.electrode_xy.shape[0]
         self.neuron_xyz = self._place_neurons(build_rng)
         self.n_neurons = config.n_neurons
-        self.synapses: Synapses = build_synapses(config, build_rng)
+        # its own generator: changing the wiring leaves every neuron as it was
+        self.synapses: Synapses = build_synapses(config, np.random.default_rng(seeds[3]))
         self.footprints: Footprints = make_footprints(
             self.neuron_xyz, self.electrode_xy, config.waveforms, self.sample_rate_hz, build_rng
         )
@@ -315,8 +316,7 @@ class SimulatedRig:
                 ge_all[:] = 0.0  # consumed: the rows are reused one ring turn later
                 gi_all[:] = 0.0
             if self.synapses.n_synapses and len(steps_parts) > delivered:
-                steps = np.concatenate(steps_parts[delivered:])
-                neurons = np.concatenate(neuron_parts[delivered:])
+                steps, neurons = _in_order(steps_parts[delivered:], neuron_parts[delivered:])
                 tab = self.synapses
                 deliver_spikes(
                     steps,
@@ -334,8 +334,7 @@ class SimulatedRig:
         data = np.empty((n, self.n_channels), dtype=np.float32)
         self.noise.generate_into(data)
         if steps_parts:
-            steps = np.concatenate(steps_parts)
-            neurons = np.concatenate(neuron_parts)
+            steps, neurons = _in_order(steps_parts, neuron_parts)
             fp = self.footprints
             add_spikes(
                 self._acc,
@@ -368,8 +367,7 @@ class SimulatedRig:
     def _queue_ground_truth(self, troughs: np.ndarray, neurons: np.ndarray) -> None:
         new = np.empty(troughs.size, dtype=GT_SPIKE_DTYPE)
         new["sample"] = troughs
-        new["neuron"] = neurons
-        new = new[np.lexsort((neurons, troughs))]
+        new["neuron"] = neurons  # already in (sample, neuron) order
         if self._gt_pending.size:
             new = np.concatenate([self._gt_pending, new])
         self._gt_pending = new
@@ -447,6 +445,17 @@ class SimulatedRig:
             touched = True
         if touched:
             np.clip(data, -limit, limit, out=data)
+
+
+def _in_order(
+    steps_parts: list[np.ndarray], neuron_parts: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Spikes sorted by (step, neuron): the one order in which their contributions are
+    summed, whatever chunk boundaries split the simulation (float sums depend on it)."""
+    steps = np.concatenate(steps_parts)
+    neurons = np.concatenate(neuron_parts)
+    order = np.lexsort((neurons, steps))
+    return steps[order], neurons[order]
 
 
 def warm_up(config: SimRigConfig) -> None:

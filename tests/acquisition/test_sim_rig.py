@@ -62,8 +62,11 @@ def test_same_seed_identical_output_whatever_the_chunking() -> None:
     assert len(gt_a) > 20
     np.testing.assert_array_equal(data_a, data_b)
     np.testing.assert_array_equal(gt_a, gt_b)
-    data_c, _gt_c = run(SimulatedRig(cfg.model_copy(update={"seed": 6})), [30] * 200)
-    assert not np.array_equal(data_a, data_c)
+    data_c, gt_c = run(SimulatedRig(cfg), [300] * 20)
+    np.testing.assert_array_equal(data_a, data_c)
+    np.testing.assert_array_equal(gt_a, gt_c)
+    data_d, _ = run(SimulatedRig(cfg.model_copy(update={"seed": 6})), [30] * 200)
+    assert not np.array_equal(data_a, data_d)
 
 
 def test_ground_truth_lines_up_with_trough_on_nearest_electrode() -> None:
@@ -313,3 +316,35 @@ def test_noise_has_the_configured_rms_gaussian_shape_and_1_over_f_spectrum() -> 
     band = (f > 10) & (f < 3000)
     slope = np.polyfit(np.log10(f[band]), np.log10(p[band]), 1)[0]
     assert slope == pytest.approx(-1.0, abs=0.1)
+
+
+def test_conductance_synapses_inhibit_and_need_a_voltage_in_mv() -> None:
+    pops = [
+        {"name": "exc", "count": 30, "model": {"kind": "lif"}, "drive": {"noise_std": 50}},
+        {
+            "name": "inh",
+            "count": 10,
+            "excitatory": False,
+            "model": {"kind": "lif", "tau_m_ms": 10},
+            "drive": {"mean": 600, "noise_std": 50},
+        },
+    ]
+    free = SimulatedRig(make_config(populations=pops, connections=[]))
+    inhibited = SimulatedRig(
+        make_config(
+            populations=pops,
+            synapses={"mode": "conductance", "e_inh_mv": -80.0},
+            # weight in pA per mV of driving force: about 30 mV below E_inh's reversal
+            connections=[{"pre": "inh", "post": "exc", "probability": 0.5, "weight": 2.0}],
+        )
+    )
+    run(free, [300] * 50)
+    run(inhibited, [300] * 50)
+    assert inhibited.spike_counts[:30].sum() < 0.8 * free.spike_counts[:30].sum()
+    assert inhibited.spike_counts[30:].sum() == free.spike_counts[30:].sum()  # untouched
+    with pytest.raises(ConfigError, match="no membrane potential in mV"):
+        make_config(
+            populations=[{"name": "p", "count": 3, "model": {"kind": "poisson"}}],
+            synapses={"mode": "conductance"},
+            connections=[],
+        )
