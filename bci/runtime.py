@@ -465,6 +465,10 @@ def warm_up_all(config: BciConfig) -> None:
     (and the controller's heartbeat) if it happened while services run. (The rig
     process warms up its own kernels.)"""
     OnlinePipeline.warm_up()
+    if (config.loop or LoopConfig()).sort:
+        # the sorter's first learning step would otherwise import scikit-learn (about
+        # 1 s holding the interpreter) in the middle of the loop
+        import sklearn.cluster  # noqa: F401
     if config.decoders is not None:
         decoders_warm_up()
 
