@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -123,7 +124,10 @@ def write_sorting(spikes: np.ndarray, sample_rate: float, out: Path, n_units: in
         sample_rate,
         unit_ids=np.arange(n_units),
     )
-    return sorting.save(folder=out, overwrite=True)
+    with warnings.catch_warnings():
+        # a NumpySorting has no provenance to record; spikeinterface warns about it
+        warnings.filterwarnings("ignore", message="The extractor is not serializable")
+        return sorting.save(folder=out, overwrite=True)
 
 
 def sort_command(
