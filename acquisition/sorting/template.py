@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import multiprocessing
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +81,7 @@ class OnlineTemplateSorter:
     follow drift; unmatched spikes are pooled and clustered every ``recluster_every_s``, a
     cluster of at least ``new_unit_min_spikes`` unlike every template founds a new unit.
     Unit ids never change once given. With ``background=True`` learning runs in a worker
-    thread and the stage keeps labelling meanwhile (real time); else it blocks (offline,
+    process and the stage keeps labelling meanwhile (real time); else it blocks (offline,
     deterministic).
     """
 
@@ -105,7 +107,7 @@ class OnlineTemplateSorter:
         self._radius = float(
             max(self._dist[c, nb[nb >= 0]].max() for c, nb in enumerate(neighbours))
         )
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor: concurrent.futures.ProcessPoolExecutor | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -132,33 +134,36 @@ class OnlineTemplateSorter:
 
     # ---------------------------------------------------------------- learning
 
-    def _learn(self, pool: _Pool, min_size: int) -> list[tuple[np.ndarray, int]]:
+    def _learn_job(self, pool: _Pool, min_size: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The arguments of :func:`learn_templates` for the snippets pooled so far
+        (taken here, in the caller's thread, so the job itself holds no shared state)."""
         channels, snippets, _ = pool.take()
-        if not len(channels):
-            return []
         cfg = self.config
-        return learn_templates(
-            channels,
-            snippets,
-            self.neighbours,
-            self._noise.copy(),
-            self.positions_um,
-            n_components=cfg.n_components,
-            min_size=min_size,
-            merge_threshold=cfg.merge_threshold,
-            merge_radius_um=self._radius,
-            merge_noise_factor=cfg.merge_noise_factor,
-            seed=cfg.seed,
-        )
+        args = (channels, snippets, self.neighbours, self._noise.copy(), self.positions_um)
+        kwargs = {
+            "n_components": cfg.n_components,
+            "min_size": min_size,
+            "merge_threshold": cfg.merge_threshold,
+            "merge_radius_um": self._radius,
+            "merge_noise_factor": cfg.merge_noise_factor,
+            "seed": cfg.seed,
+        }
+        return args, kwargs
 
     def _start_job(self, pool: _Pool, min_size: int, learning: bool) -> None:
         self._pending_is_learning = learning
-        if self.background:
+        args, kwargs = self._learn_job(pool, min_size)
+        if not len(args[0]):
+            self._install([], learning)
+        elif self.background:
             if self._executor is None:
-                self._executor = concurrent.futures.ThreadPoolExecutor(1, "sorter-learn")
-            self._pending = self._executor.submit(self._learn, pool, min_size)
+                # a process, not a thread: clustering holds the interpreter for seconds,
+                # which would stall the real-time loop sharing it
+                ctx = multiprocessing.get_context("spawn")
+                self._executor = concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx)
+            self._pending = self._executor.submit(learn_templates, *args, **kwargs)
         else:
-            self._install(self._learn(pool, min_size), learning)
+            self._install(learn_templates(*args, **kwargs), learning)
 
     def _poll_job(self) -> None:
         if self._pending is not None and self._pending.done():
@@ -261,7 +266,7 @@ class OnlineTemplateSorter:
         return units
 
     def close(self) -> None:
-        """Stop the worker thread (if any)."""
+        """Stop the worker process (if any)."""
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
