@@ -17,6 +17,7 @@ stages:
 
 from __future__ import annotations
 
+import collections
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -125,11 +126,16 @@ def decision(cmd: AnyStimCommand) -> dict[str, Any]:
 
 
 class LatencyTracer:
-    """Collects :class:`Trace` records from the hot path and the acks (thread-safe)."""
+    """Collects :class:`Trace` records from the hot path and the acks (thread-safe).
 
-    def __init__(self, max_traces: int = 1_000_000) -> None:
+    Keeps the most recent ``max_traces`` commands (the latency figures cover them);
+    the ack counts cover the whole run.
+    """
+
+    def __init__(self, max_traces: int = 200_000) -> None:
         self._lock = threading.Lock()
-        self._traces: dict[uuid.UUID, Trace] = {}
+        # the most recent commands (oldest evicted): a daemon's memory stays bounded
+        self._traces: collections.OrderedDict[uuid.UUID, Trace] = collections.OrderedDict()
         self._max = max_traces
         self.rejected_by_envelope = 0
         self.status_counts: dict[str, int] = {}
@@ -145,8 +151,9 @@ class LatencyTracer:
             submitted=at,
         )
         with self._lock:
-            if len(self._traces) < self._max:
-                self._traces[cmd.command_id] = trace
+            self._traces[cmd.command_id] = trace
+            if len(self._traces) > self._max:
+                self._traces.popitem(last=False)
 
     def on_rejected(self, cmd: AnyStimCommand, rule: str) -> None:
         with self._lock:
@@ -218,14 +225,17 @@ class LoopStats:
     suppressed: int = 0
     first_sample: int | None = None
     end_sample: int = 0
-    processing_s: list[float] = field(default_factory=list)
+    #: seconds spent on each of the most recent chunks (a bounded window)
+    processing_s: collections.deque[float] = field(
+        default_factory=lambda: collections.deque(maxlen=600_000)
+    )
 
 
 class HotPath:
     """Raw chunks in, stimulation commands out (one synchronous call per chunk).
 
-    Keeps the sorted spikes (``raster``, up to ``max_raster_spikes``) and the decoder's
-    outputs for the session report.
+    Keeps, for the session report, the first ``max_raster_spikes`` sorted spikes and a
+    bounded recent history of decoder outputs, readout weights and chunk times.
     """
 
     def __init__(
@@ -244,8 +254,11 @@ class HotPath:
         self._max_raster = max_raster_spikes
         self._raster: list[np.ndarray] = []
         self._raster_n = 0
-        self.decoded: list[DecoderOutput] = []
-        self.weights: list[tuple[int, np.ndarray]] = []  # (sample, readout weights)
+        # recent history for the report, bounded so that a daemon's memory is too (the
+        # session recording is where a full record belongs)
+        self.decoded: collections.deque[DecoderOutput] = collections.deque(maxlen=10_000)
+        #: (sample, readout weights), once a second, the last hour
+        self.weights: collections.deque[tuple[int, np.ndarray]] = collections.deque(maxlen=3600)
         self._next_weights = 0
 
     def process(
@@ -280,8 +293,7 @@ class HotPath:
             s.suppressed += len(made)
         else:
             s.commands += len(made)
-        if len(s.processing_s) < 10_000_000:
-            s.processing_s.append(now() - t0)
+        s.processing_s.append(now() - t0)
         return (batch, [], made) if stale else (batch, made, [])
 
     def _keep(self, batch: SpikeBatch, decoded: DecoderOutput | None) -> None:

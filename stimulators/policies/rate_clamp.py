@@ -4,6 +4,7 @@ analogue of homeostatic plasticity)."""
 
 from __future__ import annotations
 
+import collections
 from typing import Literal
 
 import numpy as np
@@ -79,8 +80,10 @@ class RateClampPolicy(Policy):
         self.rate_hz = float("nan")
         self.commands_made = 0
         self.gaps = 0
-        #: (period end sample, measured rate Hz, output) per control step
-        self.history: list[tuple[int, float, float]] = []
+        #: (period end sample, measured rate Hz, output) per control step, the last 100 000
+        self.history: collections.deque[tuple[int, float, float]] = collections.deque(
+            maxlen=100_000
+        )
 
     def process(
         self,
