@@ -42,22 +42,43 @@ def _raster(rt: Runtime, out: Path) -> str | None:
         t = (spikes["sample"] - t0) / rate
         units = spikes["unit"]
         sorted_mask = units >= 0
-        ax.scatter(t[~sorted_mask], spikes["channel"][~sorted_mask] * 0 - 1, s=1, c="0.7",
-                   label="unsorted (learning)")  # fmt: skip
-        ax.scatter(t[sorted_mask], units[sorted_mask], s=2, c=units[sorted_mask] % 10,
-                   cmap="tab10", label="sorted spikes")  # fmt: skip
-    stims = [(tr.start_sample or tr.cause_sample, tr.device) for tr in rt.tracer.traces()
-             if tr.status == "executed"]  # fmt: skip
-    colours: dict[str, str] = {}
-    for sample, device in stims:
-        colour = colours.setdefault(device, f"C{len(colours) + 3}")
-        ax.axvline((sample - t0) / rate, color=colour, alpha=0.35, lw=0.8)
-    for device, colour in colours.items():
-        ax.plot([], [], color=colour, label=f"stimulation: {device}")
+        ax.scatter(
+            t[~sorted_mask],
+            spikes["channel"][~sorted_mask] * 0 - 1,
+            s=1,
+            c="0.7",
+            label="unsorted (learning)",
+        )
+        ax.scatter(
+            t[sorted_mask],
+            units[sorted_mask],
+            s=2,
+            c=units[sorted_mask] % 10,
+            cmap="tab10",
+            label="sorted spikes",
+        )
+    # stimulation: one strip of ticks per device above the units, so dense trains
+    # do not hide the spikes
+    top = int(spikes["unit"].max()) + 2 if len(spikes) else 1
+    by_device: dict[str, list[float]] = {}
+    for tr in rt.tracer.traces():
+        if tr.status == "executed":
+            sample = tr.start_sample if tr.start_sample is not None else tr.cause_sample
+            by_device.setdefault(tr.device, []).append((sample - t0) / rate)
+    for k, (device, times) in enumerate(sorted(by_device.items())):
+        row = top + 1.5 * k
+        ax.vlines(
+            times,
+            row - 0.6,
+            row + 0.6,
+            color=f"C{k + 3}",
+            lw=0.8,
+            label=f"stimulation: {device} ({len(times)})",
+        )
     ax.set_xlabel("time (s)")
-    ax.set_ylabel("unit (-1: before sorting)")
+    ax.set_ylabel("unit (-1: before sorting); stimulation above")
     ax.set_title("Spike raster with stimulation marks")
-    ax.legend(loc="upper right", fontsize=8, markerscale=4)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, markerscale=4)
     return _save(fig, out / "raster.png")
 
 
@@ -76,8 +97,13 @@ def _rates(rt: Runtime, out: Path) -> str | None:
         t = (hist[:, 0] - t0) / rate
         axes[0].plot(t, hist[:, 1], label=f"measured rate ({policy.params.device})")
         axes[0].axhline(policy.params.setpoint_hz, ls="--", color="k", label="setpoint")
-        axes[0].axhspan(0.9 * policy.params.setpoint_hz, 1.1 * policy.params.setpoint_hz,
-                        color="k", alpha=0.07, label="±10 %")  # fmt: skip
+        axes[0].axhspan(
+            0.9 * policy.params.setpoint_hz,
+            1.1 * policy.params.setpoint_hz,
+            color="k",
+            alpha=0.07,
+            label="±10 %",
+        )
         axes[1].plot(t, hist[:, 2], color="C3", label=policy.params.actuator)
     axes[0].set_ylabel("rate (Hz)")
     axes[0].legend(fontsize=8)
