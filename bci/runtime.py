@@ -416,9 +416,6 @@ class LoopService(Service):
                 log.warning("policy command rejected by the envelope: %s", exc)
                 self.runtime.tracer.on_rejected(cmd, exc.rule)
 
-    async def stop(self) -> None:
-        self._stop.set()
-
     def metrics(self) -> dict[str, Any]:
         hot = self.runtime.hot
         return {} if hot is None else hot.status()

@@ -22,7 +22,7 @@ import random
 import signal
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -308,7 +308,3 @@ class Supervisor:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             self._set(slot, State.STOPPED)
-
-
-def services_by_name(services: Iterable[Service]) -> dict[str, Service]:
-    return {s.name: s for s in services}

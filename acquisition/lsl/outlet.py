@@ -72,16 +72,6 @@ def event_stream_info(
     return info
 
 
-def read_channel_labels(info: pylsl.StreamInfo) -> list[str]:
-    """Channel labels from a StreamInfo's ``desc`` (empty strings where absent)."""
-    labels = []
-    ch = info.desc().child("channels").child("channel")
-    while not ch.empty():
-        labels.append(ch.child_value("label"))
-        ch = ch.next_sibling("channel")
-    return labels
-
-
 class RawOutlet:
     """Pushes :class:`~bci.types.Chunk` objects to an LSL outlet, stamped on the LSL clock.
 

@@ -42,13 +42,6 @@ class Synapses:
     def max_delay(self) -> int:
         return int(self.delay.max()) if self.n_synapses else 0
 
-    def dense(self) -> np.ndarray:
-        """Dense ``(pre, post)`` weight matrix (sums duplicate edges); for tests and plots."""
-        w = np.zeros((self.n_neurons, self.n_neurons))
-        pre = np.repeat(np.arange(self.n_neurons), np.diff(self.indptr))
-        np.add.at(w, (pre, self.post), self.weight)
-        return w
-
 
 def _from_edges(
     n: int, pre: np.ndarray, post: np.ndarray, weight: np.ndarray, delay: np.ndarray

@@ -161,24 +161,6 @@ def _impulse_energy(b: np.ndarray, a: np.ndarray, n: int = 200_000) -> float:
     return float(np.sum(lfilter(b, a, impulse) ** 2))
 
 
-@njit(cache=True, nogil=True)
-def iir_inplace(x: np.ndarray, b: np.ndarray, a: np.ndarray, z: np.ndarray) -> None:
-    """Filter every column of ``x`` (samples x channels) in place, keeping state ``z``.
-
-    Direct form II transposed; ``a[0]`` must be 1; ``z`` is ``(order, channels)``.
-    """
-    order = z.shape[0]
-    n, c = x.shape
-    for t in range(n):
-        for ch in range(c):
-            xin = x[t, ch]
-            y = b[0] * xin + z[0, ch]
-            for k in range(order - 1):
-                z[k, ch] = b[k + 1] * xin - a[k + 1] * y + z[k + 1, ch]
-            z[order - 1, ch] = b[order] * xin - a[order] * y
-            x[t, ch] = y
-
-
 def _ziggurat_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tables of the 128-layer ziggurat for the standard normal (Marsaglia and Tsang,
     "The ziggurat method for generating random variables", J. Stat. Softw. 2000)."""
