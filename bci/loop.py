@@ -30,7 +30,7 @@ from acquisition.pipeline import OnlinePipeline
 from bci.clock import now
 from bci.schema import StrictModel
 from bci.service import RestartPolicy
-from bci.types import Chunk, SpikeBatch
+from bci.types import Chunk, SpikeBatch, empty_spikes
 from decoders.frames import DecoderOutput
 from decoders.pipeline import DecoderPipeline
 from decoders.readout import SpikingReadout
@@ -137,6 +137,9 @@ class LatencyTracer:
         # the most recent commands (oldest evicted): a daemon's memory stays bounded
         self._traces: collections.OrderedDict[uuid.UUID, Trace] = collections.OrderedDict()
         self._max = max_traces
+        # spike -> driver receipt (ms) of the latest commands, for a live display that
+        # must stay cheap however long the run
+        self._recent_total_ms: collections.deque[float] = collections.deque(maxlen=10_000)
         self.rejected_by_envelope = 0
         self.status_counts: dict[str, int] = {}
 
@@ -171,6 +174,8 @@ class LatencyTracer:
             trace = self._traces.get(ack.command_id)
             if trace is None:
                 return
+            if trace.received is None:
+                self._recent_total_ms.append((ack.received - trace.cause_time) * 1e3)
             if trace.received is None or ack.received < trace.received:
                 trace.received = ack.received
             trace.sent = ack.sent if ack.sent is not None else trace.sent
@@ -180,6 +185,11 @@ class LatencyTracer:
             if ack.status != "accepted":
                 trace.status = ack.status
                 trace.rule = ack.rule
+
+    def recent_total_ms(self) -> np.ndarray:
+        """Spike-to-driver latency (ms) of the last (up to) 10 000 commands received."""
+        with self._lock:
+            return np.array(self._recent_total_ms)
 
     def traces(self) -> list[Trace]:
         with self._lock:
@@ -309,8 +319,6 @@ class HotPath:
     @property
     def raster(self) -> np.ndarray:
         """Every kept spike (SPIKE_DTYPE), in order."""
-        from bci.types import empty_spikes
-
         return np.concatenate(self._raster) if self._raster else empty_spikes()
 
     def status(self) -> dict[str, Any]:

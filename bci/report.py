@@ -229,6 +229,7 @@ def summarise(rt: Runtime, health: dict[str, Any]) -> dict[str, Any]:
     out["acks"] = dict(rt.tracer.status_counts)
     out["rejected_by_controller_envelope"] = rt.tracer.rejected_by_envelope
     out["latency_ms"] = rt.tracer.summary()
-    out["inlet_faults"] = [f"{f.kind}@{f.sample}:{f.count}" for f in rt.inlet_faults][:50]
+    faults = list(rt.inlet_faults)  # the loop has stopped: nothing appends any more
+    out["inlet_faults"] = [f"{f.kind}@{f.sample}:{f.count}" for f in faults][:50]
     out["services"] = health
     return out

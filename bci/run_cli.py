@@ -91,12 +91,12 @@ def _status_table(rt: Runtime, sup: Supervisor, started: float, duration: float 
     table.add_row(
         "stimulation", ", ".join(f"{k} {v}" for k, v in sorted(acks.items())) or "none yet"
     )
-    total = rt.tracer.stage_arrays()["total"]
+    total = rt.tracer.recent_total_ms()
     if total.size:
         table.add_row(
             "latency",
             f"median {np.median(total):.2f} ms, p99 {np.percentile(total, 99):.2f} ms "
-            f"(spike to driver, n={total.size})",
+            f"(spike to driver, last {total.size} commands)",
         )
     states = ", ".join(f"{name} {h['state']}" for name, h in sup.health().items())
     table.add_row("services", states)

@@ -24,7 +24,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,7 @@ class Runtime:
     tracer: LatencyTracer = field(default_factory=LatencyTracer)
     started: float = field(default_factory=now)
     recorder: SessionRecorder | None = None
-    inlet_faults: list[Any] = field(default_factory=list)
+    inlet_faults: Iterable[Any] = ()
 
 
 def _acquisition_config(runtime: Runtime) -> AcquisitionConfig:
@@ -338,6 +338,7 @@ class LoopService(Service):
         # inlet only now means no backlog piles up while anything else gets ready
         inlet = LslInlet(_acquisition_config(rt).inlet)
         await asyncio.to_thread(inlet.open)
+        rt.inlet_faults = inlet.faults  # the inlet's own bounded record, read at the end
         try:
             info = await asyncio.to_thread(_full_info, inlet)
             positions = read_positions(info)
@@ -402,7 +403,6 @@ class LoopService(Service):
                     for cmd in commands:
                         self.runtime.tracer.on_command(cmd, chunk_end, pulled, at)
                     loop.call_soon_threadsafe(self._submit, commands)
-            self.runtime.inlet_faults = list(inlet.faults)
 
     def _submit(self, commands: list[AnyStimCommand]) -> None:
         pub = self.runtime.publisher
