@@ -315,7 +315,8 @@ class PublisherService(Service):
 
 class LoopService(Service):
     """The LSL inlet and the hot path, in a thread of their own so that blocking pulls
-    never block the event loop; commands cross to the loop's publisher."""
+    never block the event loop; that thread hands commands to the publisher, which
+    writes them to the broker before the next pull (see ``StimPublisher``)."""
 
     name = "loop"
 
@@ -360,9 +361,8 @@ class LoopService(Service):
                     rig=rt.config.rig,
                 ).start()
                 rt.recorder = recorder
-            loop = asyncio.get_running_loop()
             ready()
-            await asyncio.to_thread(self._pull_loop, inlet, hot, loop, recorder)
+            await asyncio.to_thread(self._pull_loop, inlet, hot, recorder)
         finally:
             self._stop.set()
             inlet.close()
@@ -378,7 +378,6 @@ class LoopService(Service):
         self,
         inlet: LslInlet,
         hot: HotPath,
-        loop: asyncio.AbstractEventLoop,
         recorder: SessionRecorder | None,
     ) -> None:
         rate = hot.acquisition.sample_rate
@@ -402,7 +401,8 @@ class LoopService(Service):
                     at = now()
                     for cmd in commands:
                         self.runtime.tracer.on_command(cmd, chunk_end, pulled, at)
-                    loop.call_soon_threadsafe(self._submit, commands)
+                    # from this thread: the publisher writes it to the broker at once
+                    self._submit(commands)
 
     def _submit(self, commands: list[AnyStimCommand]) -> None:
         pub = self.runtime.publisher

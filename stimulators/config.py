@@ -398,7 +398,10 @@ class _DriverBase(StrictModel):
 
     ``device`` names a device of the ``stimulation:`` section. ``require_controller``:
     commands are rejected unless a controller heartbeat is alive. ``max_payload_bytes``
-    bounds an accepted command message.
+    bounds an accepted command message. ``command_channel``: commands are read by a
+    network thread of their own and stamped on arrival (lowest latency), instead of
+    on the asyncio connection that carries the heartbeat, acks and status.
+    ``ack_queue_size`` bounds the outgoing acks and the commands waiting to be handled.
     """
 
     device: str = Field(pattern=_ID, max_length=64)
@@ -406,6 +409,7 @@ class _DriverBase(StrictModel):
     require_controller: bool = True
     max_payload_bytes: int = Field(65_536, ge=1024, le=16_777_216)
     ack_queue_size: int = Field(1024, ge=1, le=1_000_000)
+    command_channel: bool = True
 
 
 class DryRunDriverConfig(_DriverBase):

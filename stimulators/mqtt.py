@@ -21,6 +21,7 @@ import math
 import random
 import socket
 import ssl
+import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from paho.mqtt.properties import Properties
 
 from bci.clock import now
 from bci.errors import SafetyViolation
+from stimulators.channel import CommandChannel
 from stimulators.commands import (
     SCHEMA_VERSION,
     Ack,
@@ -250,6 +252,14 @@ class StimPublisher:
     for a device that is not ready wait in the queue until their deadline. Acks from
     every device are kept for :meth:`wait_ack` and passed to ``on_ack``.
 
+    With ``command_channel`` (default) commands travel on a second connection, a
+    :class:`~stimulators.channel.CommandChannel` with its own network thread, and
+    :meth:`submit` may be called from any thread: when nothing is queued ahead of it
+    and its device is ready, the command is written to the socket before ``submit``
+    returns, without waiting for the event loop (the closed loop's hot path calls it
+    from its own thread). Acks, states and the heartbeat (with its last will) stay on
+    the asyncio connection.
+
     Use as ``async with StimPublisher(...) as pub:``.
     """
 
@@ -264,6 +274,7 @@ class StimPublisher:
         ack_history: int = 10_000,
         on_ack: Callable[[Ack], None] | None = None,
         wait_ready: bool = True,
+        command_channel: bool = True,
     ) -> None:
         self.mqtt = mqtt
         self.stimulation = stimulation
@@ -286,10 +297,18 @@ class StimPublisher:
         #: Last state each device's driver reported (``ready``, ``safe``, ``offline``).
         self.device_states: dict[str, str] = {}
         self._status_event = asyncio.Event()
+        self.use_channel = command_channel
+        self.channel: CommandChannel | None = None
+        # submit() may come from another thread: envelope, queue and counters under it
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
 
     # ------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> StimPublisher:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._task = asyncio.create_task(self._run(), name=f"stim-publisher-{self.rig}")
         return self
 
@@ -302,6 +321,9 @@ class StimPublisher:
         if self._task is not None:
             await stop_task(self._task)
             self._task = None
+        if self.channel is not None:
+            await asyncio.to_thread(self.channel.close)
+            self.channel = None
 
     async def wait_connected(self) -> None:
         await self.connected.wait()
@@ -313,18 +335,45 @@ class StimPublisher:
         self._envelope(command).check(command, now() if at is None else at)
 
     def submit(self, command: AnyCommand) -> None:
-        """Check ``command`` against its device's envelope and queue it for publishing.
+        """Check ``command`` against its device's envelope and send it (see the class
+        notes: at once from the calling thread when it can, else through the queue).
+        Thread-safe.
 
-        Raises :class:`SafetyViolation` (and queues nothing) when it breaks a limit.
+        Raises :class:`SafetyViolation` (and sends nothing) when it breaks a limit.
         """
         envelope = self._envelope(command)
-        try:
-            envelope.admit(command, now())
-        except SafetyViolation:
-            self.stats.rejected += 1
-            raise
-        self.stats.submitted += 1
-        self._enqueue(command)
+        with self._lock:
+            try:
+                envelope.admit(command, now())
+            except SafetyViolation:
+                self.stats.rejected += 1
+                raise
+            self.stats.submitted += 1
+            if self._queue or not self._send_direct(command):
+                self._enqueue(command)
+
+    def _ready(self, device: str) -> bool:
+        return not self.wait_ready or self.device_states.get(device) == "ready"
+
+    def _send_direct(self, command: AnyCommand) -> bool:
+        """Publish ``command`` on the command channel now, if it can go now (caller
+        holds the lock)."""
+        channel = self.channel
+        if channel is None or not channel.connected.is_set() or not self._ready(command.device):
+            return False
+        t = now()
+        if t > command.deadline:
+            return False  # the queue drops and counts it
+        stamped = command.model_copy(update={"sent": t})
+        if not channel.publish(
+            self.topics.cmd(command.device),
+            stamped.model_dump_json().encode(),
+            qos=1,
+            expiry_s=max(1, math.ceil(command.deadline - t)),
+        ):
+            return False
+        self.stats.published += 1
+        return True
 
     def _envelope(self, command: AnyCommand) -> SafetyEnvelope:
         if command.rig != self.rig:
@@ -345,7 +394,10 @@ class StimPublisher:
             self._queue.appendleft(command)
         else:
             self._queue.append(command)
-        self._queue_event.set()
+        if self._loop is None or self._loop_thread == threading.get_ident():
+            self._queue_event.set()
+        else:
+            self._loop.call_soon_threadsafe(self._queue_event.set)
 
     @property
     def queued(self) -> int:
@@ -428,6 +480,16 @@ class StimPublisher:
         await client.subscribe(self.topics.all_acks, qos=1)
         await client.subscribe(self.topics.all_status, qos=1)
         guard.check()
+        if self.use_channel and self.channel is None:
+            # the protocol is settled now; the channel keeps its own connection up
+            v5 = protocol == aiomqtt.ProtocolVersion.V5
+            self.channel = CommandChannel(
+                self.mqtt, client_id=f"{self.client_id}-cmd", protocol="5" if v5 else "3.1.1"
+            ).start()
+            if not await asyncio.to_thread(
+                self.channel.wait_connected, self.mqtt.connect_timeout_s
+            ):
+                raise aiomqtt.MqttError("the command channel could not connect")
         self.stats.connections += 1
         self.connected.set()
         try:
@@ -476,17 +538,18 @@ class StimPublisher:
         expired ones on the way."""
         t = now()
         i = 0
-        while i < len(self._queue):
-            command = self._queue[i]
-            if t > command.deadline:
-                del self._queue[i]
-                self.stats.dropped_expired += 1
-                logger.info("not publishing command %s: past its deadline", command.command_id)
-                continue
-            if not self.wait_ready or self.device_states.get(command.device) == "ready":
-                del self._queue[i]
-                return command
-            i += 1
+        with self._lock:
+            while i < len(self._queue):
+                command = self._queue[i]
+                if t > command.deadline:
+                    del self._queue[i]
+                    self.stats.dropped_expired += 1
+                    logger.info("not publishing command %s: past its deadline", command.command_id)
+                    continue
+                if self._ready(command.device):
+                    del self._queue[i]
+                    return command
+                i += 1
         return None
 
     async def _heartbeat(self, client: aiomqtt.Client) -> None:
@@ -504,6 +567,9 @@ class StimPublisher:
             if command is None:
                 self._queue_event.clear()
                 await self._queue_event.wait()
+                continue
+            if self.channel is not None:
+                await self._send_on_channel(command)
                 continue
             t = now()
             stamped = command.model_copy(update={"sent": t})
@@ -527,3 +593,17 @@ class StimPublisher:
                 raise
             self.stats.published += 1
             guard.check()
+
+    async def _send_on_channel(self, command: AnyCommand) -> None:
+        """Send a queued command on the command channel, waiting for it to connect."""
+        assert self.channel is not None
+        while not self.channel.connected.is_set():
+            if now() > command.deadline:
+                self.stats.dropped_expired += 1
+                logger.info("not publishing command %s: past its deadline", command.command_id)
+                return
+            await asyncio.sleep(0.005)  # the channel reconnects in its own thread
+        with self._lock:
+            if not self._send_direct(command):
+                self._enqueue(command, front=True)
+                await asyncio.sleep(0.001)

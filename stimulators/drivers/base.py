@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from bci.clock import now
 from bci.errors import SafetyViolation
+from stimulators.channel import CommandChannel
 from stimulators.commands import (
     SCHEMA_VERSION,
     Ack,
@@ -128,6 +129,7 @@ class DriverStats:
     expired: int = 0
     duplicate: int = 0
     outgoing_dropped: int = 0
+    incoming_dropped: int = 0
     safe_entries: int = 0
     connections: int = 0
     heartbeats: int = 0
@@ -186,6 +188,12 @@ class Driver(ABC):
         self._outgoing: collections.deque[tuple[str, bytes, int, bool]] = collections.deque()
         self._outgoing_event = asyncio.Event()
         self._status_payload = self._status_json()
+        #: Commands read by the command channel's thread, for the loop (payload, received).
+        self.channel: CommandChannel | None = None
+        self._incoming: asyncio.Queue[tuple[bytes, float]] = asyncio.Queue(
+            maxsize=spec.ack_queue_size
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------ hardware hooks
 
@@ -525,12 +533,14 @@ class Driver(ABC):
         if self.mqtt is None:
             raise ValueError("a driver needs an MQTT config to run")
         mqtt = self.mqtt
+        self._loop = asyncio.get_running_loop()
         await self.open()
         try:
             await self.stop_output()
             self.safe_since = now()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._watchdog(), name=f"{self.name}-watchdog")
+                tg.create_task(self._command_loop(), name=f"{self.name}-commands")
                 tg.create_task(
                     connection_loop(
                         mqtt,
@@ -544,6 +554,9 @@ class Driver(ABC):
         finally:
             with contextlib.suppress(Exception):
                 await self.stop_output()
+            if self.channel is not None:
+                await asyncio.to_thread(self.channel.close)
+                self.channel = None
             await self.close()
 
     def _build(self, protocol: aiomqtt.ProtocolVersion) -> aiomqtt.Client:
@@ -566,9 +579,12 @@ class Driver(ABC):
 
     async def _session(self, client: aiomqtt.Client, protocol: aiomqtt.ProtocolVersion) -> None:
         guard = CancelGuard()
-        await client.subscribe(self.topics.cmd(self.device.name), qos=1)
+        if not self.spec.command_channel:
+            await client.subscribe(self.topics.cmd(self.device.name), qos=1)
         await client.subscribe(self.topics.heartbeat, qos=0)
         guard.check()
+        if self.spec.command_channel:
+            await self._open_channel(protocol)
         self.stats.connections += 1
         self._publish_status()
         self.connected.set()
@@ -588,6 +604,40 @@ class Driver(ABC):
             raise
         finally:
             self.connected.clear()
+
+    async def _open_channel(self, protocol: aiomqtt.ProtocolVersion) -> None:
+        """Start the command channel (once; it reconnects by itself) and wait until it
+        is subscribed, so that ``ready`` is only said once commands can arrive."""
+        assert self.mqtt is not None
+        if self.channel is None:
+            v5 = protocol == aiomqtt.ProtocolVersion.V5
+            self.channel = CommandChannel(
+                self.mqtt,
+                client_id=f"{self.client_id}-cmd",
+                protocol="5" if v5 else "3.1.1",
+                subscriptions=((self.topics.cmd(self.device.name), 1),),
+                on_message=self._on_channel_message,
+                resume=True,
+            ).start()
+        if not await asyncio.to_thread(self.channel.wait_connected, self.mqtt.connect_timeout_s):
+            raise aiomqtt.MqttError("the command channel could not connect and subscribe")
+
+    def _on_channel_message(self, _topic: str, payload: bytes, received: float) -> None:
+        # the channel's thread: stamped on arrival, handled in order on the loop
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._take, payload, received)
+
+    def _take(self, payload: bytes, received: float) -> None:
+        try:
+            self._incoming.put_nowait((payload, received))
+        except asyncio.QueueFull:
+            self.stats.incoming_dropped += 1
+            logger.error("%s: command queue full: a command was dropped", self.name)
+
+    async def _command_loop(self) -> None:
+        while True:
+            payload, received = await self._incoming.get()
+            await self.process(payload, received)
 
     async def _read_loop(self, client: aiomqtt.Client) -> None:
         cmd_topic = self.topics.cmd(self.device.name)
