@@ -19,6 +19,7 @@ from acquisition.sim.streamer import RigStreamer, StreamStats
 from bci.cliutil import ConfigArg, err_console, fail, load_or_exit, out_console
 from bci.config import BciConfig
 from bci.errors import BciError, ConfigError
+from bci.runtime import settle_heap
 
 if TYPE_CHECKING:
     from stimulators.drivers.base import Driver
@@ -78,6 +79,7 @@ def sim_rig(
         + (f"; drivers {', '.join(d.name for d in drivers)}" if drivers else ""),
         highlight=False,
     )
+    settle_heap()  # no full collection walks the libraries while chunks are due
     if drivers:
         # the rig's thread and the drivers' event loop share the interpreter: hand it over
         # every 0.5 ms (default 5 ms) so a command never waits long for the drivers

@@ -18,7 +18,7 @@ import numpy as np
 
 from acquisition.lsl.outlet import EventOutlet, RawOutlet, event_stream_info, raw_stream_info
 from acquisition.sim.rig import RigChunk, SimulatedRig
-from bci.clock import now
+from bci.clock import now, tight_timers
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,8 @@ class RigStreamer:
         n = rig.config.chunk_samples
         total = None if duration_s is None else round(duration_s * rate)
         realtime = rig.config.pacing == "realtime"
+        if realtime:
+            tight_timers()  # each chunk leaves within µs of its last sample's time
         lead = n / rate  # first chunk due one chunk from now
         rig.origin = now() + lead - rig.next_sample / rate
         wall0 = time.perf_counter()
