@@ -134,7 +134,7 @@ def main() -> int:
     logging.basicConfig(level=logging.ERROR)
     # liblsl reads its config at first use: only its warnings, as under `bci`
     os.environ.setdefault("LSLAPICFG", str(ROOT / "bci" / "lsl_api.cfg"))
-    sys.setswitchinterval(0.0005)
+    sys.setswitchinterval(0.0001)
 
     with contextlib.ExitStack() as stack:
         url = os.environ.get("BCI_MQTT_URL")

@@ -49,8 +49,13 @@ class SpikeTriggeredPolicy(Policy):
     def __init__(self, params: SpikeTriggeredParams, rig: str, sample_rate: float) -> None:
         super().__init__(rig, sample_rate)
         self.params = params
-        self._units = None if params.units is None else np.asarray(params.units)
-        self._electrodes = None if params.electrodes is None else np.asarray(params.electrodes)
+        # which unit ids (or electrodes) trigger, as a lookup table: one indexing per
+        # batch instead of np.isin (a sort per call), on the hot path of every chunk
+        self._field = "unit" if params.units is not None else "channel"
+        chosen = np.asarray(params.units if params.units is not None else params.electrodes)
+        chosen = chosen[chosen >= 0]
+        self._lut = np.zeros(int(chosen.max()) + 2 if chosen.size else 1, dtype=bool)
+        self._lut[chosen] = True  # the last entry stays False: every id beyond the table
         self._delay = round(params.delay_ms * sample_rate / 1000.0)
         self._lockout = round(params.lockout_ms * sample_rate / 1000.0)
         self.reset()
@@ -63,13 +68,18 @@ class SpikeTriggeredPolicy(Policy):
         self.commands_made = 0
 
     def qualifying(self, batch: SpikeBatch) -> np.ndarray:
+        """The batch's spikes that trigger, in sample order."""
         spikes = batch.spikes
-        if self._units is not None:
-            mask = np.isin(spikes["unit"], self._units)
-        else:
-            assert self._electrodes is not None
-            mask = np.isin(spikes["channel"], self._electrodes)
-        return spikes[mask]
+        if not len(spikes):
+            return spikes
+        ids = spikes[self._field]
+        lut = self._lut
+        # ids outside the table (beyond it, or negative: unsorted) map to its last entry
+        idx = np.where((ids >= 0) & (ids < lut.size), ids, lut.size - 1)
+        hits = spikes[lut[idx]]
+        if len(hits) > 1:
+            hits = hits[np.argsort(hits["sample"], kind="stable")]
+        return hits
 
     def process(
         self,
@@ -78,7 +88,7 @@ class SpikeTriggeredPolicy(Policy):
         decoded: DecoderOutput | None = None,
         readout: SpikeBatch | None = None,
     ) -> list[AnyStimCommand]:
-        for spike in np.sort(self.qualifying(batch), order="sample"):
+        for spike in self.qualifying(batch):
             sample = int(spike["sample"])
             if sample < self._locked_until:
                 self.locked_out += 1

@@ -53,6 +53,23 @@ def test_spike_triggered_one_command_per_qualifying_spike_none_in_lockout() -> N
     assert cmd.device == "stim0"
 
 
+def test_spike_triggered_qualifying_matches_isin_in_sample_order() -> None:
+    rng = np.random.default_rng(3)
+    for field, chosen in (("unit", [0, 4, 9]), ("channel", [2, 31])):
+        kwargs = {"units": chosen} if field == "unit" else {"electrodes": chosen}
+        params = SpikeTriggeredParams(device="stim0", command=ELECTRICAL, **kwargs)
+        policy = SpikeTriggeredPolicy(params, "rig0", FS)
+        arr = np.zeros(200, dtype=SPIKE_DTYPE)
+        arr["sample"] = rng.integers(0, 1000, 200)
+        # unsorted (-1), inside the table, and far beyond the largest chosen id
+        arr["unit"] = rng.choice([-1, 0, 3, 4, 9, 10, 500], 200)
+        arr["channel"] = rng.choice([0, 2, 30, 31, 32, 1000], 200)
+        got = policy.qualifying(SpikeBatch(arr, 0, 1000, 0.0, FS))
+        want = arr[np.isin(arr[field], chosen)]
+        assert sorted(got["sample"].tolist()) == got["sample"].tolist()
+        assert sorted(map(tuple, got.tolist())) == sorted(map(tuple, want.tolist()))
+
+
 def test_spike_triggered_waits_for_its_delay_and_can_watch_electrodes() -> None:
     params = SpikeTriggeredParams(
         device="stim0", electrodes=[7], delay_ms=5, lockout_ms=0, command=ELECTRICAL
