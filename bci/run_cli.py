@@ -16,7 +16,7 @@ from rich.table import Table
 from bci.cliutil import ConfigArg, err_console, fail, load_or_exit, out_console
 from bci.clock import now
 from bci.errors import BciError
-from bci.runtime import Runtime, run_loop
+from bci.runtime import SWITCH_INTERVAL_S, Runtime, run_loop
 from bci.service import Supervisor
 
 
@@ -38,7 +38,7 @@ def run(
     ends, streams and files close, the decoder checkpoints.
     """
     cfg = load_or_exit(config)
-    sys.setswitchinterval(0.0005)  # hand the interpreter between threads every 0.5 ms
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     workdir = report if report is not None else Path(tempfile.mkdtemp(prefix="bci-run-"))
     holder: dict[str, Any] = {}
 

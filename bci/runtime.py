@@ -472,6 +472,12 @@ def warm_up_all(config: BciConfig) -> None:
         decoders_warm_up()
 
 
+#: How often (s) a thread holding the interpreter is asked to hand it over. Python's
+#: 5 ms default would let the event loop's ack handling hold up the hot path's thread
+#: for up to 5 ms after its pull returns; the loop's process uses this instead.
+SWITCH_INTERVAL_S = 0.0001
+
+
 def settle_heap() -> None:
     """Collect once and move everything alive (modules, compiled kernels, configs) out
     of the garbage collector's sight, before the loop is armed: a full collection

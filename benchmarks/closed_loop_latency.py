@@ -38,7 +38,7 @@ import yaml
 
 from bci.config import BciConfig, validate
 from bci.loop import STAGES
-from bci.runtime import run_loop
+from bci.runtime import SWITCH_INTERVAL_S, run_loop
 from stimulators.broker import MosquittoBroker
 
 ROOT = Path(__file__).parents[1]
@@ -134,7 +134,7 @@ def main() -> int:
     logging.basicConfig(level=logging.ERROR)
     # liblsl reads its config at first use: only its warnings, as under `bci`
     os.environ.setdefault("LSLAPICFG", str(ROOT / "bci" / "lsl_api.cfg"))
-    sys.setswitchinterval(0.0001)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)  # as `bci run` does
 
     with contextlib.ExitStack() as stack:
         url = os.environ.get("BCI_MQTT_URL")
