@@ -15,6 +15,11 @@ time is on the LSL clock, shared by both processes:
 
 Prints median, p99 and max (ms) and compares them with one 1 ms acquisition chunk.
 
+Two transports, one after the other in the same run: commands on the command channel
+(:mod:`stimulators.channel`: written by the submitting thread, read and stamped by a
+network thread; the default) and on the asyncio connections (aiomqtt at both ends, as
+before the channel existed), with the ratio of their publish-to-receipt latencies.
+
     python benchmarks/stim_latency.py [--count 2000] [--rate 200] [--url mqtt://...]
 """
 
@@ -46,7 +51,7 @@ CHUNK_MS = 1.0
 N_ELECTRODES = 8
 
 
-def config(url: str, log: Path) -> dict:
+def config(url: str, log: Path, channel: bool) -> dict:
     return {
         "rig": "bench",
         "mqtt": {"url": url},
@@ -67,7 +72,9 @@ def config(url: str, log: Path) -> dict:
                 }
             ],
         },
-        "drivers": [{"kind": "dryrun", "device": "stim0", "log": str(log)}],
+        "drivers": [
+            {"kind": "dryrun", "device": "stim0", "log": str(log), "command_channel": channel}
+        ],
     }
 
 
@@ -82,10 +89,11 @@ def stats(values_s: list[float]) -> str:
     )
 
 
-async def run(url: str, count: int, rate: float, warmup: int) -> None:
+async def run(url: str, count: int, rate: float, warmup: int, channel: bool) -> list[float]:
+    """Send the commands over one transport; returns the publish-to-receipt times (s)."""
     tmp = Path(tempfile.mkdtemp(prefix="bci-stim-bench-"))
     cfg_path = tmp / "bench.yaml"
-    data = config(url, tmp / "dryrun.jsonl")
+    data = config(url, tmp / "dryrun.jsonl", channel)
     cfg_path.write_text(yaml.safe_dump(data))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("BCI_MQTT_URL", None)
@@ -102,7 +110,9 @@ async def run(url: str, count: int, rate: float, warmup: int) -> None:
     submitted: list[tuple[ElectricalPulseTrain, float]] = []
     refused = 0
     try:
-        async with StimPublisher(MqttConfig(url=url), stim, "bench", on_ack=on_ack) as pub:
+        async with StimPublisher(
+            MqttConfig(url=url), stim, "bench", on_ack=on_ack, command_channel=channel
+        ) as pub:
             print("waiting for the driver process ...", flush=True)
             async with asyncio.timeout(60):
                 await pub.wait_device_ready("stim0")
@@ -161,7 +171,8 @@ async def run(url: str, count: int, rate: float, warmup: int) -> None:
         queueing.append(sent - t_submit)
         inside.append(ex[1].time - ex[1].received)
     print(
-        f"\n{len(submitted)} commands at {rate:g}/s over {url} "
+        f"\n{'command channel' if channel else 'asyncio (aiomqtt)'}: "
+        f"{len(submitted)} commands at {rate:g}/s over {url} "
         f"(+{warmup} warm-up), {missing} without an executed ack; "
         f"publisher: {stats_pub.published} published, {stats_pub.dropped_expired} expired, "
         f"{stats_pub.dropped_full} dropped, {refused} refused by the envelope"
@@ -171,6 +182,19 @@ async def run(url: str, count: int, rate: float, warmup: int) -> None:
     print(f"  publish -> 'executed' ack : {stats(ack_executed)}")
     print(f"  submit  -> publish (queue): {stats(queueing)}")
     print(f"  driver: receipt -> executed: {stats(inside)}")
+    return receipt
+
+
+async def both(url: str, count: int, rate: float, warmup: int) -> None:
+    fast = await run(url, count, rate, warmup, channel=True)
+    slow = await run(url, count, rate, warmup, channel=False)
+    if fast and slow:
+        ratio = np.median(slow) / np.median(fast)
+        p99 = np.percentile(slow, 99) / np.percentile(fast, 99)
+        print(
+            f"\npublish -> driver receipt, asyncio / command channel: median {ratio:.1f}x, "
+            f"p99 {p99:.1f}x"
+        )
 
 
 def main() -> None:
@@ -181,10 +205,10 @@ def main() -> None:
     parser.add_argument("--url", help="an existing broker (default: a private Mosquitto)")
     args = parser.parse_args()
     if args.url:
-        asyncio.run(run(args.url, args.count, args.rate, args.warmup))
+        asyncio.run(both(args.url, args.count, args.rate, args.warmup))
         return
     with MosquittoBroker() as broker:
-        asyncio.run(run(broker.url, args.count, args.rate, args.warmup))
+        asyncio.run(both(broker.url, args.count, args.rate, args.warmup))
 
 
 if __name__ == "__main__":
