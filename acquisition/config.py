@@ -64,8 +64,9 @@ class ThresholdDetectorConfig(StrictModel):
     polarity: Literal["neg", "pos", "both"] = "neg"
     radius_um: float = Field(50.0, ge=0, description="spatial exclusion radius")
     exclusion_ms: float = Field(0.4, gt=0, description="temporal exclusion half-width")
-    shadow_ms: float = Field(1.5, ge=0, description="after-lobe suppression window (0: off)")
-    shadow_fraction: float = Field(0.5, ge=0, le=1)
+    shadow_ms: float = Field(2.5, ge=0, description="after-lobe suppression window (0: off)")
+    shadow_fraction: float = Field(0.5, ge=0, le=1, description="of the peak's value")
+    shadow_radius_um: float = Field(50.0, ge=0, description="after-lobe suppression radius")
     snippet_pre_ms: float = Field(0.6, ge=0)
     snippet_post_ms: float = Field(1.0, gt=0)
     snippet_radius_um: float = Field(60.0, ge=0)
@@ -89,14 +90,18 @@ class TemplateSorterConfig(StrictModel):
     ``match_threshold`` (in noise units per sample) or its energy is below
     ``match_relative`` of the snippet's; templates follow drift with rate
     ``drift_alpha``; at least ``new_unit_min_spikes`` unmatched waveforms of one shape
-    found a new unit (checked every ``recluster_every_s``).
+    found a new unit (checked every ``recluster_every_s``). Overlapping spikes: the
+    templates of spikes already assigned are peeled off a snippet before it is matched,
+    and a snippet that fits no single template (residual above ``pair_score``) is fitted
+    as two overlapping spikes. A unit found with a trough below ``weak_unit_snr`` and a
+    rate below ``weak_unit_rate_hz`` is kept as a sink whose spikes stay unassigned.
     """
 
     kind: Literal["template"] = "template"
     learning_s: float = Field(30.0, gt=0)
     n_components: int = Field(6, ge=1, le=32)
     max_learning_spikes: int = Field(200_000, ge=100)
-    min_cluster_spikes: int = Field(20, ge=3)
+    min_cluster_spikes: int = Field(12, ge=3, description="spikes in the smallest cluster")
     merge_threshold: float = Field(
         0.3, gt=0, description="templates closer than this (relative L2) are merged"
     )
@@ -108,6 +113,21 @@ class TemplateSorterConfig(StrictModel):
         0.5, ge=0, lt=1, description="or: max residual energy / snippet energy (big spikes)"
     )
     match_max_shift: int = Field(1, ge=0, le=5, description="lags tried, samples")
+    pair_score: float = Field(
+        1.3, gt=0, description="above this RMS residual (noise units) look for an overlap"
+    )
+    pair_gain: float = Field(
+        25.0, ge=0, description="energy (noise units squared) a second spike must explain"
+    )
+    weak_unit_snr: float = Field(
+        6.0, ge=0, description="trough / noise (µV / µV) below which a unit may be weak"
+    )
+    weak_unit_rate_hz: float = Field(
+        1.2,
+        ge=0,
+        description="a unit below weak_unit_snr firing less than this (Hz) when "
+        "found is kept as a sink but its spikes are reported unassigned",
+    )
     drift_alpha: float = Field(0.02, ge=0, le=1)
     new_unit_min_spikes: int = Field(50, ge=5)
     recluster_every_s: float = Field(10.0, gt=0)

@@ -51,6 +51,7 @@ class ThresholdDetector:
         self.snippet_neighbours = neighbourhoods(self.positions_um, config.snippet_radius_um)
         self.polarity = _POLARITY[config.polarity]
         self.shadow = round(config.shadow_ms * fs / 1000.0)
+        self.shadow_neighbours = neighbourhoods(self.positions_um, config.shadow_radius_um)
         self._shadow_until = np.full(self.n_channels, -(2**62), dtype=np.int64)
         self._shadow_value = np.zeros(self.n_channels, dtype=np.float32)
         self._eta = 1.0 / (config.noise_tau_s * fs)
@@ -156,6 +157,7 @@ class ThresholdDetector:
                 self.config.shadow_fraction,
                 self._shadow_until,
                 self._shadow_value,
+                self.shadow_neighbours,
             )
             rows, chans = out_t[:n], out_c[:n]
             snippets = np.empty(

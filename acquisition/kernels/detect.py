@@ -52,6 +52,7 @@ def detect_peaks(
     shadow_fraction: float,
     shadow_until: np.ndarray,
     shadow_value: np.ndarray,
+    shadow_neighbours: np.ndarray,
 ) -> int:
     """Locally exclusive threshold crossings among rows ``[start, stop)`` of ``buf``.
 
@@ -64,7 +65,7 @@ def detect_peaks(
     they are full).
 
     Shadowing: a peak of value ``v`` at absolute sample ``row0 + t`` hides, for the next
-    ``shadow`` samples on its neighbourhood, every candidate smaller than
+    ``shadow`` samples on the electrodes ``shadow_neighbours[c]``, every candidate smaller than
     ``shadow_fraction * v`` (the after-lobes of a large spike). The state is kept across
     calls in ``shadow_until`` (absolute sample) and ``shadow_value`` per electrode;
     candidates are decided in time order, so the result does not depend on chunking.
@@ -112,8 +113,8 @@ def detect_peaks(
                 n_out += 1
                 if shadow > 0:
                     until = row0 + t + shadow
-                    for k in range(k_count):
-                        n = neighbours[c, k]
+                    for k in range(shadow_neighbours.shape[1]):
+                        n = shadow_neighbours[c, k]
                         if n < 0:
                             break
                         if until > shadow_until[n] or shadow_fraction * v > shadow_value[n]:
@@ -176,5 +177,6 @@ def warm_up() -> None:
             0.5,
             until,
             value,
+            nb,
         )
     extract_snippets(buf, out_t[:1] + 2, out_c[:1], nb, 1, np.zeros((1, 3, 2), dtype=np.float32))

@@ -7,98 +7,347 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True)
+def _subtract_history(
+    snippet: np.ndarray,
+    t0: int,
+    row: np.ndarray,
+    templates: np.ndarray,
+    support: np.ndarray,
+    hist_origin: np.ndarray,
+    hist_unit: np.ndarray,
+    hist_count: int,
+    horizon: int,
+    out: np.ndarray,
+) -> None:
+    """``out = snippet`` minus the templates of the spikes already assigned that overlap it.
+
+    ``snippet`` ``(n_window, k)`` starts at absolute sample ``t0`` on electrodes ``row``;
+    history entry ``j`` (a ring of the newest ``len(hist_origin)``) is unit
+    ``hist_unit[j]`` placed so that its template row ``r`` is absolute sample
+    ``hist_origin[j] + r``. Entries are in time order up to ``horizon`` samples, so the
+    scan stops at the first one that ends well before ``t0``.
+    """
+    n_win, k_count = snippet.shape
+    cap = hist_origin.shape[0]
+    for s in range(n_win):
+        for k in range(k_count):
+            out[s, k] = snippet[s, k]
+    j_stop = max(0, hist_count - cap)
+    for j in range(hist_count - 1, j_stop - 1, -1):
+        slot = j % cap
+        o = hist_origin[slot]
+        if o + n_win + horizon <= t0:
+            break
+        lag = t0 - o  # template row of snippet row 0
+        if lag >= n_win or lag <= -n_win:
+            continue
+        u = hist_unit[slot]
+        s0 = max(0, -lag)
+        s1 = min(n_win, n_win - lag)
+        for k in range(k_count):
+            ch = row[k]
+            if ch < 0:
+                break
+            if support[u, ch] == 0:
+                continue
+            for s in range(s0, s1):
+                out[s, k] -= templates[u, s + lag, ch]
+
+
+@numba.njit(cache=True, nogil=True)
+def _best_unit(
+    x: np.ndarray,
+    row: np.ndarray,
+    cands: np.ndarray,
+    templates: np.ndarray,
+    support: np.ndarray,
+    inv_noise: np.ndarray,
+    max_shift: int,
+) -> tuple[int, int, float]:
+    """(unit, lag, RMS residual in noise units) of the template among ``cands`` that
+    fits ``x`` ``(n_window, k)`` (electrodes ``row``) best; ``(-1, 0, inf)`` if none.
+
+    A unit is compared on the electrodes it is defined on, and only when those are at
+    least half of the snippet's; snippet row ``s`` meets template row ``s + lag``.
+    """
+    n_win, k_count = x.shape
+    best = -1
+    best_score = np.inf
+    best_shift = 0
+    for m in range(cands.shape[0]):
+        u = cands[m]
+        if u < 0:
+            break
+        for sh in range(-max_shift, max_shift + 1):
+            s0 = max(0, -sh)
+            s1 = min(n_win, n_win - sh)
+            acc = 0.0
+            cnt = 0
+            n_valid = 0
+            for k in range(k_count):
+                ch = row[k]
+                if ch < 0:
+                    break
+                n_valid += 1
+                if support[u, ch] == 0:
+                    continue
+                w = inv_noise[ch]
+                for s in range(s0, s1):
+                    d = (x[s, k] - templates[u, s + sh, ch]) * w
+                    acc += d * d
+                cnt += s1 - s0
+            if 2 * cnt < n_valid * (s1 - s0):
+                break  # the unit is defined on too few of these electrodes
+            score = np.sqrt(acc / max(cnt, 1))
+            if score < best_score:
+                best_score = score
+                best = u
+                best_shift = sh
+    return best, best_shift, best_score
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_template(
+    x: np.ndarray,
+    row: np.ndarray,
+    templates: np.ndarray,
+    support: np.ndarray,
+    u: int,
+    lag: int,
+    sign: float,
+) -> None:
+    """``x += sign * template u`` (snippet row ``s`` meets template row ``s + lag``)."""
+    n_win, k_count = x.shape
+    s0 = max(0, -lag)
+    s1 = min(n_win, n_win - lag)
+    for k in range(k_count):
+        ch = row[k]
+        if ch < 0:
+            break
+        if support[u, ch] == 0:
+            continue
+        for s in range(s0, s1):
+            x[s, k] += sign * templates[u, s + lag, ch]
+
+
+@numba.njit(cache=True, nogil=True)
+def _energy(x: np.ndarray, row: np.ndarray, inv_noise: np.ndarray) -> float:
+    """Sum of squares of ``x`` in noise units over the snippet's electrodes."""
+    n_win, k_count = x.shape
+    acc = 0.0
+    for k in range(k_count):
+        ch = row[k]
+        if ch < 0:
+            break
+        w = inv_noise[ch]
+        for s in range(n_win):
+            acc += (x[s, k] * w) ** 2
+    return acc
+
+
+@numba.njit(cache=True, nogil=True)
+def _second_spike(
+    x: np.ndarray,
+    row: np.ndarray,
+    cands: np.ndarray,
+    templates: np.ndarray,
+    support: np.ndarray,
+    inv_noise: np.ndarray,
+    trough_row: np.ndarray,
+    first: int,
+    first_lag: int,
+    min_peak: float,
+    max_shift: int,
+    scratch: np.ndarray,
+) -> tuple[int, int, float]:
+    """Look for a second spike in ``x`` once unit ``first`` (at ``first_lag``) is taken
+    out: the largest trough left (at least ``min_peak`` noise units) is explained by the
+    candidate template, placed on it, that leaves the least energy. Returns
+    ``(unit, lag, energy left)`` (``-1`` when there is no such trough); ``scratch`` holds
+    ``x`` minus the first template on return."""
+    n_win, k_count = x.shape
+    for s in range(n_win):
+        for k in range(k_count):
+            scratch[s, k] = x[s, k]
+    _add_template(scratch, row, templates, support, first, first_lag, -1.0)
+    peak = 0.0
+    s_peak = -1
+    for k in range(k_count):
+        ch = row[k]
+        if ch < 0:
+            break
+        w = inv_noise[ch]
+        for s in range(n_win):
+            v = -scratch[s, k] * w
+            if v > peak:
+                peak = v
+                s_peak = s
+    if peak < min_peak:
+        return -1, 0, np.inf
+    best = -1
+    best_lag = 0
+    best_e = np.inf
+    for m in range(cands.shape[0]):
+        u = cands[m]
+        if u < 0:
+            break
+        if u == first:
+            continue
+        for d in range(-max_shift, max_shift + 1):
+            lag = trough_row[u] - s_peak + d
+            if lag <= -n_win or lag >= n_win:
+                continue
+            _add_template(scratch, row, templates, support, u, lag, -1.0)
+            e = _energy(scratch, row, inv_noise)
+            _add_template(scratch, row, templates, support, u, lag, 1.0)
+            if e < best_e:
+                best_e = e
+                best = u
+                best_lag = lag
+    return best, best_lag, best_e
+
+
+@numba.njit(cache=True, nogil=True)
+def _track(
+    x: np.ndarray,
+    row: np.ndarray,
+    templates: np.ndarray,
+    support: np.ndarray,
+    u: int,
+    lag: int,
+    alpha: float,
+) -> None:
+    """Pull template ``u`` toward the snippet ``x`` by ``alpha`` on its electrodes."""
+    n_win, k_count = x.shape
+    s0 = max(0, -lag)
+    s1 = min(n_win, n_win - lag)
+    for k in range(k_count):
+        ch = row[k]
+        if ch < 0:
+            break
+        if support[u, ch] == 0:
+            continue
+        for s in range(s0, s1):
+            templates[u, s + lag, ch] += alpha * (x[s, k] - templates[u, s + lag, ch])
+
+
+@numba.njit(cache=True, nogil=True)
 def assign_spikes(
     snippets: np.ndarray,
+    samples: np.ndarray,
     channels: np.ndarray,
     neighbours: np.ndarray,
     candidates: np.ndarray,
     templates: np.ndarray,
     support: np.ndarray,
+    trough_row: np.ndarray,
     inv_noise: np.ndarray,
     max_score: float,
     max_relative: float,
     alpha: float,
     max_shift: int,
+    pair_score: float,
+    pair_gain: float,
+    hist_origin: np.ndarray,
+    hist_unit: np.ndarray,
+    hist_count: np.ndarray,
     out_units: np.ndarray,
     out_scores: np.ndarray,
+    out_resid: np.ndarray,
 ) -> None:
     """Give each snippet the closest template among the units near its peak electrode.
 
-    ``snippets`` ``(n, n_window, k)`` µV on ``neighbours[channels[i]]``; ``candidates``
-    ``(n_channels, m)`` unit indices near each electrode (``-1`` pads); ``templates``
+    ``snippets`` ``(n, n_window, k)`` µV on ``neighbours[channels[i]]``, peak at absolute
+    sample ``samples[i]``, in time order; ``candidates`` ``(n_channels, m)`` unit
+    indices near each electrode (``-1`` pads); ``templates``
     ``(n_units, n_window, n_channels)`` µV, defined on the electrodes where ``support``
-    ``(n_units, n_channels)`` is non-zero; a unit is compared on the snippet electrodes
-    it is defined on, and only when those are at least half of them. The score is the
-    RMS residual in noise units (``inv_noise`` = 1/noise per electrode). A snippet whose
-    best score is below ``max_score``, or whose residual energy is below
-    ``max_relative`` times its own energy (large spikes), gets that unit
-    (``out_units``, else -1) and pulls its template toward itself by ``alpha`` (drift
-    tracking). Templates are tried at lags of up to ``max_shift`` samples (peak jitter).
-    ``out_scores`` gets the best score.
+    ``(n_units, n_channels)`` is non-zero; ``trough_row`` the row of each template's
+    trough on its main electrode.
+
+    Peeling: from each snippet the templates of the spikes assigned before it (this call
+    or earlier ones, kept in the ring ``hist_origin`` / ``hist_unit``, ``hist_count[0]``
+    entries written so far) are subtracted first; the result goes to ``out_resid``, and
+    an assigned spike is added to the ring. Causal: a spike is never revised.
+
+    The score is the RMS residual in noise units (``inv_noise`` = 1/noise per
+    electrode), tried at lags of up to ``max_shift`` samples (peak jitter). Overlaps:
+    when the best score exceeds ``pair_score``, a second spike (an undetected or later
+    neighbour) is fitted on the largest trough left; when the pair leaves at least
+    ``pair_gain`` noise units² less energy than the single template, the snippet's unit
+    is chosen again with the second template taken out. A snippet whose best score is
+    below ``max_score``, or whose residual energy is below ``max_relative`` times its
+    own energy (large spikes), gets that unit (``out_units``, else -1) and pulls its
+    template toward itself by ``alpha`` (drift tracking). ``out_scores`` gets the score.
     """
     n, n_win, k_count = snippets.shape
-    m_count = candidates.shape[1]
+    cap = hist_origin.shape[0]
+    scratch = np.empty((n_win, k_count), dtype=np.float32)
     for i in range(n):
         c = channels[i]
-        best = -1
-        best_score = np.inf
-        energy = 0.0
+        row = neighbours[c]
+        cands = candidates[c]
+        t0 = samples[i]  # any fixed offset: only differences count
+        x = out_resid[i]
+        _subtract_history(
+            snippets[i],
+            t0,
+            row,
+            templates,
+            support,
+            hist_origin,
+            hist_unit,
+            hist_count[0],
+            2 * max_shift + 1,
+            x,
+        )
+        energy = _energy(x, row, inv_noise)
         e_cnt = 0
         for k in range(k_count):
-            ch = neighbours[c, k]
-            if ch < 0:
+            if row[k] < 0:
                 break
-            w = inv_noise[ch]
-            for s in range(n_win):
-                energy += (snippets[i, s, k] * w) ** 2
             e_cnt += n_win
         energy /= max(e_cnt, 1)
-        best_shift = 0
-        for m in range(m_count):
-            u = candidates[c, m]
-            if u < 0:
-                break
-            for sh in range(-max_shift, max_shift + 1):
-                s0 = max(0, -sh)
-                s1 = min(n_win, n_win - sh)
-                acc = 0.0
-                cnt = 0
-                n_valid = 0
-                for k in range(k_count):
-                    ch = neighbours[c, k]
-                    if ch < 0:
-                        break
-                    n_valid += 1
-                    if support[u, ch] == 0:
-                        continue
-                    w = inv_noise[ch]
-                    for s in range(s0, s1):
-                        d = (snippets[i, s, k] - templates[u, s + sh, ch]) * w
-                        acc += d * d
-                    cnt += s1 - s0
-                if 2 * cnt < n_valid * (s1 - s0):
-                    break  # the unit is defined on too few of these electrodes
-                score = np.sqrt(acc / max(cnt, 1))
-                if score < best_score:
-                    best_score = score
-                    best = u
-                    best_shift = sh
+        best, best_shift, best_score = _best_unit(
+            x, row, cands, templates, support, inv_noise, max_shift
+        )
+        if best >= 0 and best_score > pair_score:
+            other, lag, e_pair = _second_spike(
+                x,
+                row,
+                cands,
+                templates,
+                support,
+                inv_noise,
+                trough_row,
+                best,
+                best_shift,
+                max_score,
+                max_shift,
+                scratch,
+            )
+            if other >= 0:
+                e_single = _energy(scratch, row, inv_noise)
+                if e_pair < e_single - pair_gain:
+                    # choose the snippet's own unit again without the second spike
+                    for s in range(n_win):
+                        for k in range(k_count):
+                            scratch[s, k] = x[s, k]
+                    _add_template(scratch, row, templates, support, other, lag, -1.0)
+                    b2, sh2, sc2 = _best_unit(
+                        scratch, row, cands, templates, support, inv_noise, max_shift
+                    )
+                    if b2 >= 0:
+                        best, best_shift, best_score = b2, sh2, sc2
         out_scores[i] = best_score
         good = best_score < max_score or best_score * best_score < max_relative * energy
         if best >= 0 and good:
             out_units[i] = best
+            slot = hist_count[0] % cap
+            hist_origin[slot] = t0 - best_shift
+            hist_unit[slot] = best
+            hist_count[0] += 1
             if alpha > 0.0:
-                for k in range(k_count):
-                    ch = neighbours[c, k]
-                    if ch < 0:
-                        break
-                    if support[best, ch] == 0:
-                        continue
-                    for s in range(max(0, -best_shift), min(n_win, n_win - best_shift)):
-                        t_s = s + best_shift
-                        templates[best, t_s, ch] += alpha * (
-                            snippets[i, s, k] - templates[best, t_s, ch]
-                        )
+                _track(x, row, templates, support, best, best_shift, alpha)
         else:
             out_units[i] = -1
 
@@ -110,16 +359,24 @@ def warm_up() -> None:
     templates = np.zeros((1, 3, 2), dtype=np.float32)
     assign_spikes(
         snippets,
+        np.zeros(1, dtype=np.int64),
         np.zeros(1, dtype=np.int32),
         nb,
         cand,
         templates,
         np.ones((1, 2), dtype=np.uint8),
+        np.ones(1, dtype=np.int64),
         np.ones(2, dtype=np.float32),
         1.0,
         0.2,
         0.1,
         1,
+        0.5,
+        10.0,
+        np.zeros(4, dtype=np.int64),
+        np.zeros(4, dtype=np.int32),
+        np.zeros(1, dtype=np.int64),
         np.zeros(1, dtype=np.int32),
         np.zeros(1, dtype=np.float32),
+        np.zeros((1, 3, 2), dtype=np.float32),
     )

@@ -27,24 +27,54 @@ def _cluster_labels(features: np.ndarray, min_size: int, seed: int) -> np.ndarra
 
 
 def cluster_channel(
-    snippets: np.ndarray, inv_noise: np.ndarray, n_components: int, min_size: int, seed: int
+    snippets: np.ndarray,
+    inv_noise: np.ndarray,
+    n_components: int,
+    min_size: int,
+    seed: int,
+    max_depth: int = 3,
 ) -> list[np.ndarray]:
     """Cluster the snippets ``(n, n_window, k)`` of one peak electrode.
 
     Features: the snippets in noise units (``inv_noise`` per neighbour), flattened and
-    projected on their first ``n_components`` principal components. Returns the index
-    arrays of the clusters with at least ``min_size`` members.
+    projected on their first ``n_components`` principal components. Each cluster is then
+    split again on the principal components of its own members (units alike at the scale
+    of the whole electrode differ at their own), up to ``max_depth`` times. Returns the
+    index arrays of the clusters with at least ``min_size`` members.
     """
     n = snippets.shape[0]
     if n < min_size:
         return []
     x = (snippets * inv_noise[None, None, :]).reshape(n, -1).astype(np.float64)
-    x -= x.mean(axis=0)
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    features = x @ vt[:n_components].T
+    return _split(x, np.arange(n), n_components, min_size, seed, max_depth, top=True)
+
+
+def _split(
+    x: np.ndarray,
+    idx: np.ndarray,
+    n_components: int,
+    min_size: int,
+    seed: int,
+    depth: int,
+    top: bool,
+) -> list[np.ndarray]:
+    """Clusters of the rows ``idx`` of ``x`` (PCA then HDBSCAN, recursively)."""
+    if len(idx) < 2 * min_size and not top:
+        return [idx]
+    y = x[idx] - x[idx].mean(axis=0)
+    _, _, vt = np.linalg.svd(y, full_matrices=False)
+    features = y @ vt[:n_components].T
     labels = _cluster_labels(features, min_size, seed)
     labels = _reassign_noise(features, labels)
-    return [np.flatnonzero(labels == lab) for lab in np.unique(labels) if lab >= 0]
+    groups = [idx[labels == lab] for lab in np.unique(labels) if lab >= 0]
+    if not top and len(groups) <= 1:
+        return [idx]  # no further split: keep the cluster whole, fringe included
+    if depth <= 0:
+        return groups
+    out: list[np.ndarray] = []
+    for grp in groups:
+        out.extend(_split(x, grp, n_components, min_size, seed, depth - 1, top=False))
+    return out
 
 
 def _reassign_noise(features: np.ndarray, labels: np.ndarray, factor: float = 2.5) -> np.ndarray:
@@ -199,16 +229,19 @@ def learn_templates(
     merge_radius_um: float,
     merge_noise_factor: float = 0.0,
     seed: int = 0,
-) -> list[tuple[np.ndarray, int]]:
+) -> list[tuple[np.ndarray, int, float]]:
     """Templates from a pool of spikes: ``channels`` (peak electrode per spike) and
     ``snippets`` ``(n, n_window, k)`` on ``neighbours[channel]``.
 
-    Returns ``(template (n_window, n_channels) µV, n_spikes)`` per unit.
+    Returns ``(template (n_window, n_channels) µV, n_spikes, spread)`` per unit, where
+    ``spread`` is the median RMS deviation of the members from the template in noise
+    units (about 1 for a clean unit, more for a mixture).
     """
     n_channels = neighbours.shape[0]
     noise = np.maximum(np.asarray(noise, dtype=np.float64), 1e-6)
     templates: list[np.ndarray] = []
     counts: list[int] = []
+    spreads: list[float] = []
     for c in np.unique(channels):
         sel = np.flatnonzero(channels == c)
         nb = neighbours[c]
@@ -217,10 +250,13 @@ def learn_templates(
             t = dense_template(snippets[sel[members]], int(c), neighbours, n_channels)
             templates.append(t)
             counts.append(len(members))
+            valid = nb >= 0
+            dev = (snippets[sel[members]][:, :, valid] - t[None, :, nb[valid]]) * inv[valid]
+            spreads.append(float(np.median(np.sqrt(np.mean(dev * dev, axis=(1, 2))))))
     if not templates:
         return []
     mains = np.array([main_channel(t) for t in templates])
-    merged, merged_counts, _ = merge_templates(
+    merged, merged_counts, absorbed = merge_templates(
         templates,
         counts,
         mains,
@@ -230,4 +266,8 @@ def learn_templates(
         noise=noise,
         noise_factor=merge_noise_factor,
     )
-    return list(zip(merged, merged_counts, strict=True))
+    merged_spreads = [
+        float(np.average([spreads[i] for i in idx], weights=[counts[i] for i in idx]))
+        for idx in absorbed
+    ]
+    return list(zip(merged, merged_counts, merged_spreads, strict=True))

@@ -16,6 +16,9 @@ from acquisition.sorting.clustering import _relative_distance, learn_templates, 
 
 log = logging.getLogger(__name__)
 
+#: Assigned spikes remembered for peeling (only those within a window of a new one count).
+_HISTORY = 4096
+
 
 class _Pool:
     """A bounded store of spikes (peak electrode, snippet, sample); oldest dropped."""
@@ -114,17 +117,26 @@ class OnlineTemplateSorter:
         """Forget every unit and start a new learning period."""
         self.templates = np.zeros((0, self.n_window, self.n_channels), dtype=np.float32)
         self.unit_counts: list[int] = []
+        self.muted = np.zeros(0, dtype=bool)
+        self.spreads: list[float] = []
+        self._job_span_s = 1.0
         self.support = np.zeros((0, self.n_channels), dtype=np.uint8)
         self.candidates = np.full((self.n_channels, 1), -1, dtype=np.int32)
+        self.trough_row = np.zeros(0, dtype=np.int64)
         self.learning = True
         self._start: int | None = None
         self._next_recluster = 0
         cfg = self.config
         self._learn_pool = _Pool(cfg.max_learning_spikes, per_channel=1000)
         self._unmatched = _Pool(cfg.max_unmatched)
-        self._pending: concurrent.futures.Future[list[tuple[np.ndarray, int]]] | None = None
+        self._pending: concurrent.futures.Future[list[tuple[np.ndarray, int, float]]] | None = None
         self._pending_is_learning = False
         self._noise = np.ones(self.n_channels, dtype=np.float32)
+        # spikes assigned lately (template origin, unit): peeled off the snippets that
+        # overlap them
+        self._hist_origin = np.zeros(_HISTORY, dtype=np.int64)
+        self._hist_unit = np.zeros(_HISTORY, dtype=np.int32)
+        self._hist_count = np.zeros(1, dtype=np.int64)
         self.n_assigned = 0
         self.n_unmatched = 0
 
@@ -137,7 +149,9 @@ class OnlineTemplateSorter:
     def _learn_job(self, pool: _Pool, min_size: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The arguments of :func:`learn_templates` for the snippets pooled so far
         (taken here, in the caller's thread, so the job itself holds no shared state)."""
-        channels, snippets, _ = pool.take()
+        channels, snippets, samples = pool.take()
+        span = float(samples.max() - samples.min()) if len(samples) else 0.0
+        self._job_span_s = max(span / self.sample_rate, 1e-3)
         cfg = self.config
         args = (channels, snippets, self.neighbours, self._noise.copy(), self.positions_um)
         kwargs = {
@@ -171,25 +185,39 @@ class OnlineTemplateSorter:
             self._pending = None
             self._install(result, self._pending_is_learning)
 
-    def _install(self, found: list[tuple[np.ndarray, int]], learning: bool) -> None:
+    def _install(self, found: list[tuple[np.ndarray, int, float]], learning: bool) -> None:
         """Add new units (during learning: all; later: those unlike existing ones)."""
         new = []
-        for template, count in found:
+        for template, count, spread in found:
             if not learning and self._like_existing(template):
                 continue
-            new.append((template, count))
+            new.append((template, count, spread))
         if new:
             self.templates = np.concatenate(
-                [self.templates, np.stack([t for t, _ in new]).astype(np.float32)]
+                [self.templates, np.stack([t for t, _, _ in new]).astype(np.float32)]
             )
-            self.unit_counts.extend(c for _, c in new)
-            self.support = np.ascontiguousarray(np.any(self.templates != 0, axis=1), np.uint8)
+            self.unit_counts.extend(c for _, c, _ in new)
+            self.spreads.extend(s for _, _, s in new)
+            self.muted = np.concatenate([self.muted, [self._weak(t, c) for t, c, _ in new]])
+            fresh = np.stack([np.any(t != 0, axis=0) for t, _, _ in new]).astype(np.uint8)
+            self.support = np.ascontiguousarray(np.concatenate([self.support, fresh]))
         if learning:
             self.learning = False
+            self.n_learned = self.n_units
             log.info("online sorter: %d units after learning", self.n_units)
         elif new:
             log.info("online sorter: %d new unit(s), %d in all", len(new), self.n_units)
         self._update_candidates()
+
+    def _weak(self, template: np.ndarray, count: int) -> bool:
+        """A small, rarely firing cluster: most likely noise crossings, the residue of
+        overlaps or a mixture of faint neurons. Such a unit is kept as a sink (its
+        spikes do not pollute real units) but its spikes are reported unassigned."""
+        cfg = self.config
+        main = main_channel(template)
+        snr = -float(template[:, main].min()) / max(float(self._noise[main]), 1e-6)
+        rate = count / self._job_span_s
+        return snr < cfg.weak_unit_snr and rate < cfg.weak_unit_rate_hz
 
     def _like_existing(self, template: np.ndarray) -> bool:
         main = main_channel(template)
@@ -203,6 +231,10 @@ class OnlineTemplateSorter:
     def _update_candidates(self) -> None:
         """Per electrode, the units whose main electrode is within the snippet radius."""
         mains = np.array([main_channel(t) for t in self.templates], dtype=np.int64)
+        self.trough_row = np.array(
+            [int(np.argmin(t[:, m])) for t, m in zip(self.templates, mains, strict=True)],
+            dtype=np.int64,
+        )
         lists = [
             np.flatnonzero(self._dist[c, mains] <= self._radius) for c in range(self.n_channels)
         ]
@@ -233,30 +265,45 @@ class OnlineTemplateSorter:
                 if det.end_sample >= end_learning:
                     self._start_job(self._learn_pool, self.config.min_cluster_spikes, True)
             return units
+        snippets = det.snippets
         if n and self.n_units:
             scores = np.empty(n, dtype=np.float32)
             inv_noise = (1.0 / np.maximum(self._noise, 1e-6)).astype(np.float32)
+            snippets = np.empty_like(det.snippets)
             assign_spikes(
                 det.snippets,
+                det.samples,
                 det.channels,
                 self.neighbours,
                 self.candidates,
                 self.templates,
                 self.support,
+                self.trough_row,
                 inv_noise,
                 self.config.match_threshold,
                 self.config.match_relative,
                 self.config.drift_alpha,
                 self.config.match_max_shift,
+                self.config.pair_score,
+                self.config.pair_gain,
+                self._hist_origin,
+                self._hist_unit,
+                self._hist_count,
                 units,
                 scores,
+                snippets,
             )
-        miss = units < 0
+        if self.muted.any():
+            hit = units >= 0
+            units[hit & self.muted[np.maximum(units, 0)]] = -2
+        miss = units == -1
         n_miss = int(miss.sum())
         self.n_assigned += n - n_miss
         self.n_unmatched += n_miss
+        units[units == -2] = -1  # a weak unit's spikes: matched, not reported
         if n_miss:
-            self._unmatched.add(det.channels[miss], det.snippets[miss], det.samples[miss])
+            # what is left once known spikes are peeled off
+            self._unmatched.add(det.channels[miss], snippets[miss], det.samples[miss])
         if det.end_sample >= self._next_recluster and self._pending is None:
             self._next_recluster = det.end_sample + round(
                 self.config.recluster_every_s * self.sample_rate

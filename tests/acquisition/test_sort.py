@@ -154,3 +154,67 @@ def test_spike_outlet_publishes(unique_id: str, sorted_toy) -> None:
         got.extend(samples)
     assert [int(g[0]) for g in got] == batch.spikes["sample"].tolist()
     assert [int(g[2]) for g in got] == batch.spikes["unit"].tolist()
+
+
+def _two_unit_kernel_inputs():
+    """Two units on 4 electrodes with overlapping footprints, 40-sample templates."""
+    n_win, n_ch = 40, 4
+    t = np.arange(n_win) - 12.0
+    shape = -np.exp(-0.5 * (t / 2.0) ** 2) + 0.3 * np.exp(-0.5 * ((t - 8) / 4.0) ** 2)
+    templates = np.zeros((2, n_win, n_ch), dtype=np.float32)
+    templates[0] = shape[:, None] * np.array([100.0, 60.0, 30.0, 10.0])
+    templates[1] = shape[:, None] * np.array([40.0, 80.0, 90.0, 40.0])
+    neighbours = np.tile(np.arange(n_ch, dtype=np.int32), (n_ch, 1))
+    candidates = np.tile(np.array([0, 1], dtype=np.int32), (n_ch, 1))
+    support = np.ones((2, n_ch), dtype=np.uint8)
+    trough = np.array([12, 12], dtype=np.int64)
+    return templates, neighbours, candidates, support, trough
+
+
+def _assign(snippets, samples, channels, templates, neighbours, candidates, support, trough):
+    from acquisition.kernels.sort import assign_spikes
+
+    n = len(samples)
+    units = np.full(n, -1, dtype=np.int32)
+    scores = np.zeros(n, dtype=np.float32)
+    resid = np.empty_like(snippets)
+    hist = (np.zeros(64, np.int64), np.zeros(64, np.int32), np.zeros(1, np.int64))
+    assign_spikes(
+        snippets, samples, channels, neighbours, candidates, templates.copy(), support,
+        trough, np.full(4, 1 / 8.0, dtype=np.float32), 4.0, 0.5, 0.0, 1, 1.3, 25.0,
+        *hist, units, scores, resid,
+    )  # fmt: skip
+    return units, resid
+
+
+def test_peeling_labels_overlapping_spikes() -> None:
+    templates, nb, cand, support, trough = _two_unit_kernel_inputs()
+    rng = np.random.default_rng(0)
+    n_win = templates.shape[1]
+    # unit 0 at sample 1000, unit 1 six samples later (its snippet holds unit 0's tail)
+    x = rng.normal(0, 8.0, size=(1200, 4)).astype(np.float32)
+    x[1000 - 12 : 1000 - 12 + n_win] += templates[0]
+    x[1006 - 12 : 1006 - 12 + n_win] += templates[1]
+    samples = np.array([1000, 1006], dtype=np.int64)
+    snippets = np.stack([x[s - 12 : s - 12 + n_win] for s in samples])
+    units, resid = _assign(snippets, samples, np.array([0, 2], np.int32), templates, nb, cand,
+                           support, trough)  # fmt: skip
+    assert units.tolist() == [0, 1]
+    # the second snippet had the first spike's template taken out
+    clean = x[1006 - 12 : 1006 - 12 + n_win] - np.pad(templates[0][6:], ((0, 6), (0, 0)))
+    np.testing.assert_allclose(resid[1], clean, atol=1e-3)
+
+
+def test_second_spike_does_not_steal_the_label() -> None:
+    templates, nb, cand, support, trough = _two_unit_kernel_inputs()
+    rng = np.random.default_rng(1)
+    n_win = templates.shape[1]
+    wrong = 0
+    for trial in range(20):
+        lag = int(rng.integers(4, 14))
+        snip = rng.normal(0, 8.0, size=(n_win, 4)).astype(np.float32) + templates[1]
+        snip[lag:] += 2.0 * templates[0][: n_win - lag]  # a big unit-0 spike, not yet seen
+        units, _ = _assign(snip[None], np.array([0], np.int64), np.array([2], np.int32),
+                           templates, nb, cand, support, trough)  # fmt: skip
+        wrong += units[0] != 1
+    assert wrong <= 2
