@@ -93,7 +93,10 @@ class TemplateSorterConfig(StrictModel):
     found a new unit (checked every ``recluster_every_s``). Overlapping spikes: the
     templates of spikes already assigned are peeled off a snippet before it is matched,
     and a snippet that fits no single template (residual above ``pair_score``) is fitted
-    as two overlapping spikes. A unit found with a trough below ``weak_unit_snr`` and a
+    as two overlapping spikes; the second is reported as a spike of its own when the
+    detector could not have (within ``hidden_max_ms`` and ``hidden_radius_um`` of the
+    detected one, smaller, and the pair fits to ``hidden_max_score``). A unit found
+    with a trough below ``weak_unit_snr`` and a
     rate below ``weak_unit_rate_hz`` is kept as a sink whose spikes stay unassigned.
     """
 
@@ -118,6 +121,24 @@ class TemplateSorterConfig(StrictModel):
     )
     pair_gain: float = Field(
         25.0, ge=0, description="energy (noise units squared) a second spike must explain"
+    )
+    hidden_max_ms: float = Field(
+        0.4,
+        ge=0,
+        description="report the second spike of an overlap this close (ms) to the "
+        "detected one (the detector's exclusion_ms; 0: never)",
+    )
+    hidden_radius_um: float = Field(
+        50.0,
+        ge=0,
+        description="... and whose unit lies this close to the detected spike's "
+        "electrode (the detector's radius_um)",
+    )
+    hidden_max_score: float = Field(
+        1.15,
+        gt=0,
+        description="max RMS residual (noise units) of the two-spike fit for "
+        "the second spike to be reported",
     )
     weak_unit_snr: float = Field(
         6.0, ge=0, description="trough / noise (µV / µV) below which a unit may be weak"

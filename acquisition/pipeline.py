@@ -72,12 +72,12 @@ class OnlinePipeline:
     def process(self, chunk: Chunk) -> SpikeBatch:
         filtered = self.filter.process(chunk)
         det = self.detector.process(filtered)
+        units = None
+        if self.sorter is not None:
+            det, units = self.sorter.sort(det)  # with the overlapped spikes it uncovers
         n = len(det)
         spikes = np.empty(n, dtype=SPIKE_DTYPE)
-        if self.sorter is not None:
-            spikes["unit"] = self.sorter.process(det)
-        else:
-            spikes["unit"] = -1
+        spikes["unit"] = -1 if units is None else units
         d = self.delay_samples
         spikes["sample"] = det.samples - d
         spikes["time"] = det.timestamp + (det.samples - d - det.first_sample) / self.sample_rate

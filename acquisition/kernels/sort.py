@@ -159,11 +159,11 @@ def _second_spike(
     min_peak: float,
     max_shift: int,
     scratch: np.ndarray,
-) -> tuple[int, int, float]:
+) -> tuple[int, int, float, float]:
     """Look for a second spike in ``x`` once unit ``first`` (at ``first_lag``) is taken
     out: the largest trough left (at least ``min_peak`` noise units) is explained by the
     candidate template, placed on it, that leaves the least energy. Returns
-    ``(unit, lag, energy left)`` (``-1`` when there is no such trough); ``scratch`` holds
+    ``(unit, lag, energy left, trough)`` (``-1`` when the trough is too small); ``scratch`` holds
     ``x`` minus the first template on return."""
     n_win, k_count = x.shape
     for s in range(n_win):
@@ -183,7 +183,7 @@ def _second_spike(
                 peak = v
                 s_peak = s
     if peak < min_peak:
-        return -1, 0, np.inf
+        return -1, 0, np.inf, peak
     best = -1
     best_lag = 0
     best_e = np.inf
@@ -204,7 +204,7 @@ def _second_spike(
                 best_e = e
                 best = u
                 best_lag = lag
-    return best, best_lag, best_e
+    return best, best_lag, best_e, peak
 
 
 @numba.njit(cache=True, nogil=True)
@@ -232,6 +232,19 @@ def _track(
 
 
 @numba.njit(cache=True, nogil=True)
+def _smaller(snippet: np.ndarray, templates: np.ndarray, u: int, trough: int) -> bool:
+    """Is unit ``u``'s trough smaller than the deepest value on the snippet's peak
+    electrode (column 0)? (Else the detector would have kept it, not the other.)"""
+    deepest = 0.0
+    for s in range(snippet.shape[0]):
+        deepest = min(deepest, snippet[s, 0])
+    lowest = 0.0
+    for ch in range(templates.shape[2]):
+        lowest = min(lowest, templates[u, trough, ch])
+    return lowest > deepest
+
+
+@numba.njit(cache=True, nogil=True)
 def assign_spikes(
     snippets: np.ndarray,
     samples: np.ndarray,
@@ -248,12 +261,17 @@ def assign_spikes(
     max_shift: int,
     pair_score: float,
     pair_gain: float,
+    hidden_max_dt: int,
+    hidden_max_score: float,
+    hidden_near: np.ndarray,
     hist_origin: np.ndarray,
     hist_unit: np.ndarray,
     hist_count: np.ndarray,
     out_units: np.ndarray,
     out_scores: np.ndarray,
     out_resid: np.ndarray,
+    out_hidden: np.ndarray,
+    out_hidden_dt: np.ndarray,
 ) -> None:
     """Give each snippet the closest template among the units near its peak electrode.
 
@@ -274,7 +292,15 @@ def assign_spikes(
     when the best score exceeds ``pair_score``, a second spike (an undetected or later
     neighbour) is fitted on the largest trough left; when the pair leaves at least
     ``pair_gain`` noise units² less energy than the single template, the snippet's unit
-    is chosen again with the second template taken out. A snippet whose best score is
+    is chosen again with the second template taken out, then the second spike given it;
+    when the pair leaves an RMS residual of at most ``hidden_max_score`` and the second
+    spike's trough lies within ``hidden_max_dt`` samples of the first's (so that the
+    detector, which keeps one peak per neighbourhood and exclusion window, could not
+    report it: its unit's main electrode is within the detector's radius of the peak
+    electrode, ``hidden_near`` ``(n_channels, n_units)``, and its trough is smaller than
+    the detected peak), the second spike is reported too: ``out_hidden[i]`` its unit
+    (else -1), ``out_hidden_dt[i]`` its trough minus the first's (samples). A snippet
+    whose best score is
     below ``max_score``, or whose residual energy is below ``max_relative`` times its
     own energy (large spikes), gets that unit (``out_units``, else -1) and pulls its
     template toward itself by ``alpha`` (drift tracking). ``out_scores`` gets the score.
@@ -297,7 +323,7 @@ def assign_spikes(
             hist_origin,
             hist_unit,
             hist_count[0],
-            2 * max_shift + 1,
+            2 * max_shift + 2 * hidden_max_dt + 1,
             x,
         )
         energy = _energy(x, row, inv_noise)
@@ -310,8 +336,12 @@ def assign_spikes(
         best, best_shift, best_score = _best_unit(
             x, row, cands, templates, support, inv_noise, max_shift
         )
+        out_hidden[i] = -1
+        out_hidden_dt[i] = 0
+        second = -1
+        second_lag = 0
         if best >= 0 and best_score > pair_score:
-            other, lag, e_pair = _second_spike(
+            other, lag, e_pair, _ = _second_spike(
                 x,
                 row,
                 cands,
@@ -338,6 +368,25 @@ def assign_spikes(
                     )
                     if b2 >= 0:
                         best, best_shift, best_score = b2, sh2, sc2
+                    if best != other:
+                        # and the second spike again, given the first as now chosen
+                        o2, l2, e2, _ = _second_spike(
+                            x,
+                            row,
+                            cands,
+                            templates,
+                            support,
+                            inv_noise,
+                            trough_row,
+                            best,
+                            best_shift,
+                            max_score,
+                            max_shift,
+                            scratch,
+                        )
+                        if o2 >= 0 and np.sqrt(e2 / max(e_cnt, 1)) <= hidden_max_score:
+                            second = o2
+                            second_lag = l2
         out_scores[i] = best_score
         good = best_score < max_score or best_score * best_score < max_relative * energy
         if best >= 0 and good:
@@ -346,6 +395,17 @@ def assign_spikes(
             hist_origin[slot] = t0 - best_shift
             hist_unit[slot] = best
             hist_count[0] += 1
+            if second >= 0 and hidden_near[c, second]:
+                dt = (trough_row[second] - second_lag) - (trough_row[best] - best_shift)
+                if abs(dt) <= hidden_max_dt and _smaller(
+                    snippets[i], templates, second, trough_row[second]
+                ):
+                    out_hidden[i] = second
+                    out_hidden_dt[i] = dt
+                    slot = hist_count[0] % cap
+                    hist_origin[slot] = t0 - second_lag
+                    hist_unit[slot] = second
+                    hist_count[0] += 1
             if alpha > 0.0:
                 _track(x, row, templates, support, best, best_shift, alpha)
         else:
@@ -373,10 +433,15 @@ def warm_up() -> None:
         1,
         0.5,
         10.0,
+        2,
+        1.0,
+        np.ones((2, 1), dtype=np.uint8),
         np.zeros(4, dtype=np.int64),
         np.zeros(4, dtype=np.int32),
         np.zeros(1, dtype=np.int64),
         np.zeros(1, dtype=np.int32),
         np.zeros(1, dtype=np.float32),
         np.zeros((1, 3, 2), dtype=np.float32),
+        np.zeros(1, dtype=np.int32),
+        np.zeros(1, dtype=np.int64),
     )

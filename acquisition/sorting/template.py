@@ -16,6 +16,8 @@ from acquisition.sorting.clustering import _relative_distance, learn_templates, 
 
 log = logging.getLogger(__name__)
 
+_NO_HIDDEN = (np.empty(0, np.int64), np.empty(0, np.int32), np.empty(0, np.int64))
+
 #: Assigned spikes remembered for peeling (only those within a window of a new one count).
 _HISTORY = 4096
 
@@ -83,7 +85,10 @@ class OnlineTemplateSorter:
     assigned to the closest template near its peak electrode in the same call; templates
     follow drift; unmatched spikes are pooled and clustered every ``recluster_every_s``, a
     cluster of at least ``new_unit_min_spikes`` unlike every template founds a new unit.
-    Unit ids never change once given. With ``background=True`` learning runs in a worker
+    Unit ids never change once given. Overlaps: templates of spikes already assigned are
+    peeled off each snippet, a snippet that fits no single template is fitted as two
+    spikes, and :meth:`sort` also reports the smaller spike of an overlap that the
+    detector merged into one event. With ``background=True`` learning runs in a worker
     process and the stage keeps labelling meanwhile (real time); else it blocks (offline,
     deterministic).
     """
@@ -105,6 +110,7 @@ class OnlineTemplateSorter:
         self.n_window = n_window
         self.sample_rate = float(sample_rate)
         self.background = background
+        self._hidden_max_dt = round(config.hidden_max_ms * self.sample_rate / 1000.0)
         pos = self.positions_um
         self._dist = np.sqrt(((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1))
         self._radius = float(
@@ -123,6 +129,9 @@ class OnlineTemplateSorter:
         self.support = np.zeros((0, self.n_channels), dtype=np.uint8)
         self.candidates = np.full((self.n_channels, 1), -1, dtype=np.int32)
         self.trough_row = np.zeros(0, dtype=np.int64)
+        self.mains = np.zeros(0, dtype=np.int64)
+        self.hidden_near = np.zeros((self.n_channels, 0), dtype=np.uint8)
+        self.hidden = _NO_HIDDEN
         self.learning = True
         self._start: int | None = None
         self._next_recluster = 0
@@ -231,6 +240,10 @@ class OnlineTemplateSorter:
     def _update_candidates(self) -> None:
         """Per electrode, the units whose main electrode is within the snippet radius."""
         mains = np.array([main_channel(t) for t in self.templates], dtype=np.int64)
+        self.mains = mains
+        self.hidden_near = np.ascontiguousarray(
+            self._dist[:, mains] <= self.config.hidden_radius_um, dtype=np.uint8
+        )
         self.trough_row = np.array(
             [int(np.argmin(t[:, m])) for t, m in zip(self.templates, mains, strict=True)],
             dtype=np.int64,
@@ -250,6 +263,7 @@ class OnlineTemplateSorter:
         """Unit ids (int32) for the spikes of ``det``, in order."""
         n = len(det)
         units = np.full(n, -1, dtype=np.int32)
+        self.hidden = _NO_HIDDEN
         if det.noise is not None:
             self._noise = det.noise
         if self._start is None:
@@ -270,6 +284,8 @@ class OnlineTemplateSorter:
             scores = np.empty(n, dtype=np.float32)
             inv_noise = (1.0 / np.maximum(self._noise, 1e-6)).astype(np.float32)
             snippets = np.empty_like(det.snippets)
+            hidden = np.empty(n, dtype=np.int32)
+            hidden_dt = np.empty(n, dtype=np.int64)
             assign_spikes(
                 det.snippets,
                 det.samples,
@@ -286,13 +302,22 @@ class OnlineTemplateSorter:
                 self.config.match_max_shift,
                 self.config.pair_score,
                 self.config.pair_gain,
+                self._hidden_max_dt,
+                self.config.hidden_max_score,
+                self.hidden_near,
                 self._hist_origin,
                 self._hist_unit,
                 self._hist_count,
                 units,
                 scores,
                 snippets,
+                hidden,
+                hidden_dt,
             )
+            found = np.flatnonzero(hidden >= 0)
+            if len(found):
+                keep = found[~self.muted[hidden[found]]]
+                self.hidden = (keep, hidden[keep], hidden_dt[keep])
         if self.muted.any():
             hit = units >= 0
             units[hit & self.muted[np.maximum(units, 0)]] = -2
@@ -311,6 +336,41 @@ class OnlineTemplateSorter:
             self._update_candidates()  # main electrodes may have drifted
             self._start_job(self._unmatched, self.config.new_unit_min_spikes, False)
         return units
+
+    def sort(self, det: Detections) -> tuple[Detections, np.ndarray]:
+        """:meth:`process` ``det``, then add the hidden spikes it found
+        (:meth:`with_hidden`): ``(detections, unit ids)``, in sample order."""
+        return self.with_hidden(det, self.process(det))
+
+    def with_hidden(self, det: Detections, units: np.ndarray) -> tuple[Detections, np.ndarray]:
+        """``det`` and ``units`` of the last :meth:`process` call with the hidden spikes
+        added, in sample order.
+
+        A hidden spike overlapped a detected one so closely (within ``hidden_max_ms`` and
+        ``hidden_radius_um``) that the detector reported only the larger; the sorter found
+        it as a second template in the snippet. Its electrode is its unit's main
+        electrode, its amplitude the template's trough there, its snippet the detected
+        spike's. It may precede ``det.first_sample`` by up to ``hidden_max_ms``.
+        """
+        parent, hunits, dt = self.hidden
+        if not len(parent):
+            return det, units
+        samples = np.concatenate([det.samples, det.samples[parent] + dt])
+        order = np.argsort(samples, kind="stable")
+        mains = self.mains[hunits].astype(np.int32)
+        amps = self.templates[hunits, self.trough_row[hunits], mains]
+        out = Detections(
+            samples=samples[order],
+            channels=np.concatenate([det.channels, mains])[order],
+            amplitudes=np.concatenate([det.amplitudes, amps.astype(np.float32)])[order],
+            snippets=np.concatenate([det.snippets, det.snippets[parent]])[order],
+            first_sample=det.first_sample,
+            end_sample=det.end_sample,
+            timestamp=det.timestamp,
+            sample_rate=det.sample_rate,
+            noise=det.noise,
+        )
+        return out, np.concatenate([units, hunits])[order]
 
     def close(self) -> None:
         """Stop the worker process (if any)."""

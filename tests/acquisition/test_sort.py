@@ -171,20 +171,25 @@ def _two_unit_kernel_inputs():
     return templates, neighbours, candidates, support, trough
 
 
-def _assign(snippets, samples, channels, templates, neighbours, candidates, support, trough):
+def _assign(snippets, samples, channels, templates, neighbours, candidates, support, trough,
+            near=None):  # fmt: skip
+    """Run the matching kernel; (units, residual snippets, hidden units, hidden lags)."""
     from acquisition.kernels.sort import assign_spikes
 
     n = len(samples)
     units = np.full(n, -1, dtype=np.int32)
     scores = np.zeros(n, dtype=np.float32)
     resid = np.empty_like(snippets)
+    hidden = np.full(n, -1, dtype=np.int32)
+    hidden_dt = np.zeros(n, dtype=np.int64)
     hist = (np.zeros(64, np.int64), np.zeros(64, np.int32), np.zeros(1, np.int64))
     assign_spikes(
         snippets, samples, channels, neighbours, candidates, templates.copy(), support,
-        trough, np.full(4, 1 / 8.0, dtype=np.float32), 4.0, 0.5, 0.0, 1, 1.3, 25.0,
-        *hist, units, scores, resid,
+        trough, np.full(4, 1 / 8.0, dtype=np.float32), 4.0, 0.5, 0.0, 1, 1.3, 25.0, 12, 1.15,
+        np.ones((4, 2), np.uint8) if near is None else near, *hist,
+        units, scores, resid, hidden, hidden_dt,
     )  # fmt: skip
-    return units, resid
+    return units, resid, hidden, hidden_dt
 
 
 def test_peeling_labels_overlapping_spikes() -> None:
@@ -197,8 +202,10 @@ def test_peeling_labels_overlapping_spikes() -> None:
     x[1006 - 12 : 1006 - 12 + n_win] += templates[1]
     samples = np.array([1000, 1006], dtype=np.int64)
     snippets = np.stack([x[s - 12 : s - 12 + n_win] for s in samples])
-    units, resid = _assign(snippets, samples, np.array([0, 2], np.int32), templates, nb, cand,
-                           support, trough)  # fmt: skip
+    far = np.array([[1, 0], [1, 1], [0, 1], [0, 1]], np.uint8)  # both were detected
+    units, resid, hidden, _ = _assign(snippets, samples, np.array([0, 2], np.int32), templates,
+                                      nb, cand, support, trough, far)  # fmt: skip
+    assert (hidden == -1).all()
     assert units.tolist() == [0, 1]
     # the second snippet had the first spike's template taken out
     clean = x[1006 - 12 : 1006 - 12 + n_win] - np.pad(templates[0][6:], ((0, 6), (0, 0)))
@@ -210,11 +217,28 @@ def test_second_spike_does_not_steal_the_label() -> None:
     rng = np.random.default_rng(1)
     n_win = templates.shape[1]
     wrong = 0
-    for trial in range(20):
+    for _ in range(20):
         lag = int(rng.integers(4, 14))
         snip = rng.normal(0, 8.0, size=(n_win, 4)).astype(np.float32) + templates[1]
         snip[lag:] += 2.0 * templates[0][: n_win - lag]  # a big unit-0 spike, not yet seen
-        units, _ = _assign(snip[None], np.array([0], np.int64), np.array([2], np.int32),
+        units, _, _, _ = _assign(snip[None], np.array([0], np.int64), np.array([2], np.int32),
                            templates, nb, cand, support, trough)  # fmt: skip
         wrong += units[0] != 1
     assert wrong <= 2
+
+
+def test_spike_hidden_by_a_larger_one_is_reported() -> None:
+    templates, nb, cand, support, trough = _two_unit_kernel_inputs()
+    rng = np.random.default_rng(2)
+    n_win = templates.shape[1]
+    found = 0
+    for _ in range(20):
+        lag = int(rng.integers(4, 10))  # within the detector's exclusion window
+        snip = rng.normal(0, 8.0, size=(n_win, 4)).astype(np.float32) + templates[0]
+        snip[lag:] += templates[1][: n_win - lag]
+        units, _, hidden, dt = _assign(snip[None], np.array([0], np.int64),
+                                       np.array([0], np.int32), templates, nb, cand,
+                                       support, trough)  # fmt: skip
+        assert units[0] == 0
+        found += hidden[0] == 1 and abs(dt[0] - lag) <= 1
+    assert found >= 16
