@@ -6,9 +6,11 @@ import numpy as np
 from scipy import signal
 
 from acquisition.config import FilterConfig
-from acquisition.kernels.filter import sosfilt_inplace
+from acquisition.kernels.filter import REF_AVERAGE, REF_MEDIAN, REF_NONE, sosfilt_inplace
 from bci.errors import ConfigError
 from bci.types import Chunk
+
+_REFERENCE = {"none": REF_NONE, "average": REF_AVERAGE, "median": REF_MEDIAN}
 
 
 def design_sos(config: FilterConfig, sample_rate: float) -> np.ndarray:
@@ -59,7 +61,8 @@ class StreamingFilter:
         self.sos = design_sos(config, sample_rate)
         self.delay_samples = trough_delay_samples(self.sos, sample_rate)
         self._zi = np.zeros((self.sos.shape[0], 2, n_channels), dtype=np.float64)
-        self._out = np.empty((0, n_channels), dtype=np.float32)
+        self._row = np.empty(n_channels, dtype=np.float64)
+        self._reference = _REFERENCE[config.reference]
 
     def reset(self) -> None:
         """Forget the filter state (as after a gap in the stream)."""
@@ -71,9 +74,6 @@ class StreamingFilter:
         if data.shape[1] != self.n_channels:
             raise ValueError(f"expected {self.n_channels} channels, got {data.shape[1]}")
         out = np.empty(data.shape, dtype=np.float32)
-        sosfilt_inplace(self.sos, self._zi, np.ascontiguousarray(data), out)
-        if self.config.reference == "average":
-            out -= out.mean(axis=1, keepdims=True)
-        elif self.config.reference == "median":
-            out -= np.median(out, axis=1, keepdims=True)
+        x = np.ascontiguousarray(data, dtype=np.float32)  # no copy for a float32 chunk
+        sosfilt_inplace(self.sos, self._zi, x, out, self._row, self._reference)
         return Chunk(out, chunk.first_sample, chunk.timestamp, chunk.sample_rate)

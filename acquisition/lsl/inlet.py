@@ -16,14 +16,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ctypes
 import logging
 from dataclasses import dataclass
 
 import numpy as np
 import pylsl
-from pylsl.util import LostError
+from pylsl.util import LostError, handle_error
 
 from acquisition.config import InletConfig
+from acquisition.lsl.kernels import copy_finite, counter_steps, timestamp_steps_ok
+from acquisition.lsl.kernels import warm_up as _warm_up_kernels
 from bci.clock import now
 from bci.errors import StreamError, StreamFault
 from bci.queues import BoundedQueue
@@ -109,7 +112,11 @@ class LslInlet:
         self.samples_received = 0
         self.connected = False
         self._inlet: pylsl.StreamInlet | None = None
-        self._buf = np.empty((0, 0), dtype=np.float32)
+        self._buf = np.empty((0, 0), dtype=np.float32)  # pull buffers (liblsl writes here)
+        self._ts = np.empty(0, dtype=np.float64)
+        self._buf_addr = 0
+        self._ts_addr = 0
+        self._errcode = ctypes.c_int()
         self._last_index: int | None = None  # absolute index of the last sample delivered
         self._last_mark = 0.0  # counter value, or timestamp x rate, of the last sample
         self._last_data_time = 0.0
@@ -125,6 +132,7 @@ class LslInlet:
         Raises :class:`StreamError` when it cannot be found or does not match (wrong
         channel count, rate, or format).
         """
+        _warm_up_kernels()
         info = resolve_stream(self.config, timeout)
         self._check(info)
         self._connect(info, timeout)
@@ -180,6 +188,9 @@ class LslInlet:
             self.n_channels = info.channel_count()
             self.sample_rate = float(info.nominal_srate())
             self._buf = np.zeros((self.config.max_chunk_samples, self.n_channels), np.float32)
+            self._ts = np.zeros(self.config.max_chunk_samples, np.float64)
+            self._buf_addr = self._buf.ctypes.data
+            self._ts_addr = self._ts.ctypes.data
         if not self.source_id:
             self.source_id = info.source_id() or None
         self._inlet = inlet
@@ -243,18 +254,11 @@ class LslInlet:
         assert self._inlet is not None
         wait = self.config.pull_timeout_s if timeout is None else timeout
         try:
-            _, ts = self._inlet.pull_chunk(
-                timeout=wait,
-                max_samples=self._buf.shape[0],
-                dest_obj=self._buf,
-                min_samples=1,
-                as_numpy=True,
-            )
+            n = self._pull_into_buffer(wait)
         except LostError:
             self._fault("lost", self._next_index(), 0, "the source disappeared")
             self.close()
             return []
-        n = len(ts)
         t_now = now()
         if n == 0:
             if not self._stalled and t_now - self._last_data_time > self.config.stall_timeout_s:
@@ -268,38 +272,87 @@ class LslInlet:
             return []
         self._last_data_time = t_now
         self._stalled = False
-        return self._account(self._buf[:n], np.asarray(ts, dtype=np.float64))
+        return self._account(self._buf[:n], self._ts[:n], t_now)
 
-    def _account(self, data: np.ndarray, ts: np.ndarray) -> list[Chunk]:
+    def _pull_into_buffer(self, wait: float) -> int:
+        """Pull into the preallocated buffers what has arrived, waiting up to ``wait``
+        for the first sample; returns how many samples.
+
+        One liblsl call when data are waiting (``lsl_pull_chunk_f`` straight into the
+        buffers, none of pylsl's per-call allocations); when none are, a wait for one
+        sample, then a non-blocking pull of the rest.
+        """
+        assert self._inlet is not None
+        got = self._pull_raw(0, self._buf.shape[0], 0.0)
+        if got == 0 and wait > 0.0:
+            got = self._pull_raw(0, 1, wait)
+            if got:
+                got += self._pull_raw(got, self._buf.shape[0] - got, 0.0)
+        return got
+
+    def _pull_raw(self, at: int, max_samples: int, timeout: float) -> int:
+        if max_samples <= 0:
+            return 0
+        inlet = self._inlet
+        assert inlet is not None
+        n_ch = self.n_channels
+        self._errcode.value = 0
+        elements = inlet.do_pull_chunk(
+            inlet.obj,
+            ctypes.c_void_p(self._buf_addr + at * n_ch * 4),
+            ctypes.c_void_p(self._ts_addr + at * 8),
+            ctypes.c_size_t(max_samples * n_ch),
+            ctypes.c_size_t(max_samples),
+            ctypes.c_double(timeout),
+            ctypes.byref(self._errcode),
+        )
+        code = self._errcode.value
+        if code and code != -1:  # -1: timeout, nothing arrived
+            handle_error(code)
+        return int(elements) // n_ch
+
+    def _account(self, data: np.ndarray, ts: np.ndarray, t_now: float) -> list[Chunk]:
         """Give absolute indices to ``data``; report gaps and drop duplicates.
 
         The position of each sample comes from the counter channel when there is one
         (exact), else from its timestamp (``gap_tolerance_samples`` of jitter allowed).
+        The usual case (every step one sample) is decided by one kernel pass and gives
+        one chunk; anything else goes the slow way, sample by sample.
         """
         n = data.shape[0]
         cc = self.config.counter_channel
-        use_counter = cc is not None and float(np.max(data[:, cc])) < _COUNTER_EXACT
-        marks = data[:, cc].astype(np.float64) if use_counter else ts * self.sample_rate
+        use_counter = False
+        ok = False
+        if cc is not None:
+            first_mark = float(data[0, cc])
+            last_mark = self._last_mark if self._last_index is not None else first_mark - 1.0
+            code = counter_steps(data, cc, last_mark, _COUNTER_EXACT)
+            use_counter = code >= 0
+            ok = code == 1
+        if not use_counter:
+            first_mark = float(ts[0]) * self.sample_rate
+            last_mark = self._last_mark if self._last_index is not None else first_mark - 1.0
+            ok = timestamp_steps_ok(
+                ts, self.sample_rate, last_mark, self.config.gap_tolerance_samples
+            )
         if self._last_index is None:
             # the first sample of the stream: its index is the counter, else 0
-            self._last_index = int(marks[0]) - 1 if use_counter else -1
-            self._last_mark = marks[0] - 1.0
-        steps = np.diff(marks, prepend=self._last_mark)
-        if use_counter:
-            ok = steps == 1.0
-        else:
-            ok = (steps > 0.5) & (steps <= self.config.gap_tolerance_samples)
-        if ok.all():
+            self._last_index = int(first_mark) - 1 if use_counter else -1
+            self._last_mark = first_mark - 1.0
+        if ok:
             first = self._last_index + 1
-            chunks = [self._make_chunk(data, first, ts[0])]
+            chunks = [self._make_chunk(data, first, float(ts[0]), t_now)]
             self._last_index = first + n - 1
-            self._last_mark = float(marks[-1])
-        else:
-            chunks = self._split(data, ts, marks, use_counter)
-        return chunks
+            self._last_mark = (
+                float(data[n - 1, cc]) if use_counter else float(ts[-1]) * (self.sample_rate)
+            )
+            return chunks
+        assert cc is not None or not use_counter
+        marks = data[:, cc].astype(np.float64) if use_counter else ts * self.sample_rate
+        return self._split(data, ts, marks, use_counter, t_now)
 
     def _split(
-        self, data: np.ndarray, ts: np.ndarray, marks: np.ndarray, counter: bool
+        self, data: np.ndarray, ts: np.ndarray, marks: np.ndarray, counter: bool, t_now: float
     ) -> list[Chunk]:
         """Slow path, sample by sample: gaps split chunks, duplicates are dropped."""
         chunks: list[Chunk] = []
@@ -315,7 +368,9 @@ class LslInlet:
                 kind = "duplicate" if step == 0 else "out_of_order"
                 self._fault(kind, index + 1, 1, f"sample step {step:g}: dropped")
                 if seg_start is not None:
-                    chunks.append(self._make_chunk(data[seg_start:i], seg_first, ts[seg_start]))
+                    chunks.append(
+                        self._make_chunk(data[seg_start:i], seg_first, ts[seg_start], t_now)
+                    )
                     seg_start = None
                 continue
             advance = 1
@@ -323,14 +378,16 @@ class LslInlet:
                 advance = round(float(step))
                 self._fault("gap", index + 1, advance - 1, f"{advance - 1} samples missing")
                 if seg_start is not None:
-                    chunks.append(self._make_chunk(data[seg_start:i], seg_first, ts[seg_start]))
+                    chunks.append(
+                        self._make_chunk(data[seg_start:i], seg_first, ts[seg_start], t_now)
+                    )
                     seg_start = None
             index += advance
             prev = float(marks[i])
             if seg_start is None:
                 seg_start, seg_first = i, index
         if seg_start is not None:
-            chunks.append(self._make_chunk(data[seg_start:], seg_first, ts[seg_start]))
+            chunks.append(self._make_chunk(data[seg_start:], seg_first, ts[seg_start], t_now))
         self._last_index = index
         self._last_mark = prev
         return chunks
@@ -344,15 +401,13 @@ class LslInlet:
                 self._offset = float(self._inlet.time_correction(timeout=0.0))
         return self._offset
 
-    def _make_chunk(self, data: np.ndarray, first: int, timestamp: float) -> Chunk:
-        out = np.array(data, dtype=np.float32, copy=True)
-        finite = np.isfinite(out)
-        if not finite.all():
-            bad = int(out.size - np.count_nonzero(finite))
-            out[~finite] = 0.0
+    def _make_chunk(self, data: np.ndarray, first: int, timestamp: float, t_now: float) -> Chunk:
+        out = np.empty(data.shape, dtype=np.float32)
+        bad = copy_finite(data, out)
+        if bad:
             self._fault("nonfinite", first, bad, f"{bad} NaN/inf values set to 0")
-        self.samples_received += out.shape[0]
-        local = float(timestamp) + self._clock_offset(now())
+        self.samples_received += data.shape[0]
+        local = float(timestamp) + self._clock_offset(t_now)
         return Chunk(out, int(first), local, self.sample_rate)
 
     def raise_if_lost(self) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import pylsl
+from pylsl.util import handle_error
 
 from acquisition.config import SpikeOutletConfig
 from bci.types import SpikeBatch
@@ -26,15 +29,35 @@ class SpikeOutlet:
             ch.append_child_value("unit", "microvolts" if label == "amplitude_uv" else "")
         self.outlet = pylsl.StreamOutlet(info)
         self.pushed = 0
+        self._data = np.empty((0, len(SPIKE_CHANNELS)), dtype=np.float64)
+        self._stamps = np.empty(0, dtype=np.float64)
 
     def push(self, batch: SpikeBatch) -> None:
         """Send the spikes of ``batch`` (nothing when it is empty)."""
         n = len(batch)
         if not n:
             return
+        if n > self._stamps.shape[0]:
+            size = max(64, 2 * n)
+            self._data = np.empty((size, len(SPIKE_CHANNELS)), dtype=np.float64)
+            self._stamps = np.empty(size, dtype=np.float64)
         s = batch.spikes
-        data = np.column_stack(
-            [s["sample"].astype(np.float64), s["channel"], s["unit"], s["amplitude"]]
+        data = self._data
+        data[:n, 0] = s["sample"]
+        data[:n, 1] = s["channel"]
+        data[:n, 2] = s["unit"]
+        data[:n, 3] = s["amplitude"]
+        self._stamps[:n] = s["time"]
+        out = self.outlet
+        # one liblsl call from the preallocated buffers (pylsl's push_chunk would copy
+        # the timestamps through a Python list)
+        handle_error(
+            out.do_push_chunk_n(
+                out.obj,
+                ctypes.c_void_p(data.ctypes.data),
+                ctypes.c_long(n * len(SPIKE_CHANNELS)),
+                ctypes.c_void_p(self._stamps.ctypes.data),
+                ctypes.c_int(1),
+            )
         )
-        self.outlet.push_chunk(np.ascontiguousarray(data), s["time"].tolist())
         self.pushed += n

@@ -42,6 +42,35 @@ def test_random_chunks_equal_whole_signal(reference: str) -> None:
         np.testing.assert_allclose(whole, ref, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize(
+    ("order", "high_hz"),
+    [(1, 6000.0), (2, 6000.0), (4, 6000.0), (5, 6000.0), (8, 6000.0), (6, None)],
+)
+def test_every_section_count_matches_scipy(order: int, high_hz: float | None) -> None:
+    """The kernel fuses sections by three, two and one: every remainder is exercised
+    (37 channels: the vectorised loop over channels and its scalar remainder)."""
+    rng = np.random.default_rng(order)
+    x = rng.normal(0, 20, size=(3000, 37)).astype(np.float32)
+    cfg = FilterConfig(order=order, high_hz=high_hz)
+    filt = StreamingFilter(cfg, 37, FS)
+    whole = filt.process(Chunk(x, 0, 0.0, FS)).data
+    chunked = _run_chunked(StreamingFilter(cfg, 37, FS), x, rng)
+    np.testing.assert_array_equal(chunked, whole)
+    ref = signal.sosfilt(filt.sos, x.astype(np.float64), axis=0)
+    np.testing.assert_allclose(whole, ref, rtol=1e-4, atol=1e-3)
+
+
+def test_reference_subtracts_the_mean_or_median_over_channels() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 20, size=(500, 7)).astype(np.float32)
+    plain = StreamingFilter(FilterConfig(), 7, FS).process(Chunk(x, 0, 0.0, FS)).data
+    for reference, centre in (("average", np.mean), ("median", np.median)):
+        cfg = FilterConfig(reference=reference)
+        got = StreamingFilter(cfg, 7, FS).process(Chunk(x, 0, 0.0, FS)).data
+        want = plain - centre(plain.astype(np.float64), axis=1, keepdims=True)
+        np.testing.assert_allclose(got, want, atol=1e-3)
+
+
 def test_reset_and_delay() -> None:
     filt = StreamingFilter(FilterConfig(), 2, FS)
     assert -10 < filt.delay_samples < 15

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 from collections.abc import Callable
 
 import numpy as np
 import pylsl
 import pytest
 
-from acquisition.config import InletConfig
+from acquisition.config import InletConfig, SpikeOutletConfig
 from acquisition.lsl.inlet import InletService, LslInlet
+from acquisition.lsl.kernels import copy_finite, counter_steps, timestamp_steps_ok
+from acquisition.lsl.spike_outlet import SpikeOutlet
 from bci.errors import StreamError
 from bci.queues import BoundedQueue
-from bci.types import Chunk
+from bci.types import SPIKE_DTYPE, Chunk, SpikeBatch
 
 pytestmark = pytest.mark.integration
 
@@ -81,6 +84,95 @@ def test_receives_every_sample_with_counter(unique_id: str) -> None:
     check_counter(chunks)
     assert sum(inlet.fault_counts.values()) == 0
     assert chunks[0].timestamp == pytest.approx(t0, abs=1e-3)  # clock-corrected, same host
+
+
+def test_small_pull_buffer_while_samples_trickle_in(unique_id: str) -> None:
+    """Pulls into a 7-sample buffer while another thread pushes 3 samples at a time:
+    every sample arrives once, in order, whether a pull found data waiting or waited."""
+    outlet = make_outlet(unique_id)
+    inlet = open_inlet(unique_id, counter_channel=0, max_chunk_samples=7)
+    assert outlet.wait_for_consumers(5.0)
+    t0 = pylsl.local_clock()
+
+    def pusher() -> None:
+        for k in range(200):
+            push(outlet, 3 * k, 3, t0)
+
+    thread = threading.Thread(target=pusher)
+    thread.start()
+    chunks = pull_until(inlet, lambda got: n_samples(got) >= 600)
+    thread.join()
+    assert n_samples(chunks) == 600
+    assert max(c.n_samples for c in chunks) <= 7
+    check_counter(chunks)
+    assert sum(inlet.fault_counts.values()) == 0
+
+
+def test_timestamp_gap_is_reported_exactly(unique_id: str) -> None:
+    outlet = make_outlet(unique_id)
+    inlet = open_inlet(unique_id)  # no counter: timestamps only
+    assert outlet.wait_for_consumers(5.0)
+    t0 = pylsl.local_clock()
+    push(outlet, 0, 100, t0)
+    push(outlet, 137, 100, t0)  # 37 samples never sent
+    chunks = pull_until(inlet, lambda got: n_samples(got) >= 200)
+    gaps = [f for f in inlet.faults if f.kind == "gap"]
+    assert [(g.sample, g.count) for g in gaps] == [(100, 37)]
+    check_counter(chunks)  # indices from the timestamps match the sent counter
+
+
+def test_pull_checks_as_kernels() -> None:
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    x[1, 2] = np.nan
+    x[3, 0] = -np.inf
+    out = np.empty_like(x)
+    assert copy_finite(x, out) == 2
+    want = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    np.testing.assert_array_equal(out, want)
+    ts = 10.0 + np.arange(5) / FS
+    assert timestamp_steps_ok(ts, FS, ts[0] * FS - 1.0, 1.5)
+    ts[3] = ts[2]
+    assert not timestamp_steps_ok(ts, FS, ts[0] * FS - 1.0, 1.5)
+    counter = np.zeros((4, 2), dtype=np.float32)
+    counter[:, 1] = [5, 6, 7, 8]
+    assert counter_steps(counter, 1, 4.0, 2.0**24) == 1
+    assert counter_steps(counter, 1, 3.0, 2.0**24) == 0  # one sample missing before
+    counter[2, 1] = 2.0**24
+    assert counter_steps(counter, 1, 4.0, 2.0**24) == -1  # not exact: use timestamps
+
+
+def test_spike_outlet_sends_every_field_and_the_trough_times(unique_id: str) -> None:
+    outlet = SpikeOutlet(SpikeOutletConfig(name=f"spikes-{unique_id}"), unique_id)
+    info = pylsl.resolve_byprop("source_id", unique_id, timeout=5.0)[0]
+    inlet = pylsl.StreamInlet(info)
+    inlet.open_stream(timeout=5.0)
+    assert outlet.outlet.wait_for_consumers(5.0)
+    sent = []
+    for n in (3, 0, 150):  # the second batch is empty, the third outgrows the buffers
+        spikes = np.zeros(n, dtype=SPIKE_DTYPE)
+        spikes["sample"] = 1000 + np.arange(n) * 7
+        spikes["time"] = 100.0 + spikes["sample"] / 30_000.0
+        spikes["channel"] = np.arange(n) % 32
+        spikes["unit"] = np.arange(n) % 5 - 1
+        spikes["amplitude"] = -50.0 - np.arange(n)
+        outlet.push(SpikeBatch(spikes, 0, 1, 0.0, 30_000.0))
+        sent.append(spikes)
+    want = np.concatenate(sent)
+    got: list[list[float]] = []
+    stamps: list[float] = []
+    deadline = pylsl.local_clock() + DEADLINE
+    while len(got) < len(want):
+        assert pylsl.local_clock() < deadline
+        samples, ts = inlet.pull_chunk(timeout=0.1)
+        got.extend(samples)
+        stamps.extend(ts)
+    arr = np.array(got)
+    np.testing.assert_array_equal(arr[:, 0], want["sample"])
+    np.testing.assert_array_equal(arr[:, 1], want["channel"])
+    np.testing.assert_array_equal(arr[:, 2], want["unit"])
+    np.testing.assert_allclose(arr[:, 3], want["amplitude"])
+    np.testing.assert_allclose(stamps, want["time"], atol=1e-9)
+    assert outlet.pushed == len(want)
 
 
 @pytest.mark.parametrize("counter", [True, False])
