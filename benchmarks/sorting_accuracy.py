@@ -4,8 +4,9 @@ Data: ``spikeinterface.generation.generate_drifting_recording`` with 250 units o
 channels of a Neuropixels 1.0 geometry (``build_neuropixels_probe("NP1000")`` sliced to
 128 contacts: no internet needed), seeds 0 to 4, both the static and the drifting
 recording. Each recording is streamed through the online path (filter -> detect -> sort,
-in ``--chunk-ms`` chunks); units are scored only on what comes after the learning
-period, with ``compare_sorter_to_ground_truth(exhaustive_gt=True, delta_time=0.4)``.
+in ``--chunk-ms`` chunks, configured by ``configs/sort.yaml`` unless ``--config`` names
+another file); units are scored only on what comes after the learning period, with
+``compare_sorter_to_ground_truth(exhaustive_gt=True, delta_time=0.4)``.
 Reported spike times are troughs (the filter's delay is compensated). One SpikeInterface
 sorter (default ``tridesclous2``, which needs ``pip install hdbscan``) runs offline on
 the same recording for comparison.
@@ -37,6 +38,7 @@ from bci.config import load_config
 from bci.types import Chunk
 
 MATCH_MS = 0.4
+SORT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "sort.yaml"
 
 
 def make_probe(n_channels: int) -> Any:
@@ -199,14 +201,20 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=["static", "drifting"])
     ap.add_argument("--units", type=int, default=250)
     ap.add_argument("--channels", type=int, default=128)
-    ap.add_argument("--config", type=Path, default=None, help="YAML with an acquisition: section")
+    ap.add_argument(
+        "--config",
+        type=Path,
+        default=SORT_CONFIG,
+        help="YAML with an acquisition: section (default: configs/sort.yaml; 'none': the "
+        "model defaults)",
+    )
     ap.add_argument("--learning-s", type=float, default=None, help="override the learning period")
     ap.add_argument("--chunk-ms", type=float, default=1.0)
     ap.add_argument("--si-sorter", default="tridesclous2", help="'none' to skip")
     args = ap.parse_args()
 
     config = AcquisitionConfig()
-    if args.config is not None:
+    if str(args.config) != "none":
         config = load_config(args.config).acquisition or AcquisitionConfig()
     if args.learning_s is not None:
         config = config.model_copy(
@@ -215,7 +223,8 @@ def main() -> None:
     learn = config.sorter.learning_s
     print(
         f"{args.units} units, {args.channels} ch NP1.0, {args.duration:g} s, learning "
-        f"{learn:g} s (scored after it), {args.chunk_ms:g} ms chunks, match {MATCH_MS} ms"
+        f"{learn:g} s (scored after it), {args.chunk_ms:g} ms chunks, match {MATCH_MS} ms, "
+        f"config {args.config}"
     )
     cols = "seed mode      sorter          acc>=0.8 meanacc(SNR5+) FP-units units  "
     print(cols + "det-recall det-prec   time")

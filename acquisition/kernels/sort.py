@@ -78,26 +78,37 @@ def _best_unit(
         u = cands[m]
         if u < 0:
             break
+        n_valid = 0
+        n_def = 0
+        for k in range(k_count):
+            ch = row[k]
+            if ch < 0:
+                break
+            n_valid += 1
+            if support[u, ch] != 0:
+                n_def += 1
+        if 2 * n_def < n_valid or n_def == 0:
+            continue  # the unit is defined on too few of these electrodes
         for sh in range(-max_shift, max_shift + 1):
             s0 = max(0, -sh)
             s1 = min(n_win, n_win - sh)
+            cnt = n_def * (s1 - s0)
+            bound = best_score * best_score * cnt  # stop once it cannot win
             acc = 0.0
-            cnt = 0
-            n_valid = 0
             for k in range(k_count):
                 ch = row[k]
                 if ch < 0:
                     break
-                n_valid += 1
                 if support[u, ch] == 0:
                     continue
                 w = inv_noise[ch]
                 for s in range(s0, s1):
                     d = (x[s, k] - templates[u, s + sh, ch]) * w
                     acc += d * d
-                cnt += s1 - s0
-            if 2 * cnt < n_valid * (s1 - s0):
-                break  # the unit is defined on too few of these electrodes
+                if acc >= bound:
+                    break
+            if acc >= bound:
+                continue
             score = np.sqrt(acc / max(cnt, 1))
             if score < best_score:
                 best_score = score
@@ -162,16 +173,19 @@ def _second_spike(
 ) -> tuple[int, int, float, float]:
     """Look for a second spike in ``x`` once unit ``first`` (at ``first_lag``) is taken
     out: the largest trough left (at least ``min_peak`` noise units) is explained by the
-    candidate template, placed on it, that leaves the least energy. Returns
-    ``(unit, lag, energy left, trough)`` (``-1`` when the trough is too small); ``scratch`` holds
-    ``x`` minus the first template on return."""
+    candidate template, placed on it, that leaves the least energy (a candidate must
+    reach a quarter of that trough there). Returns ``(unit, lag, energy left, energy
+    with the first template only)`` (unit ``-1`` when the trough is too small);
+    ``scratch`` holds ``x`` minus the first template on return."""
     n_win, k_count = x.shape
     for s in range(n_win):
         for k in range(k_count):
             scratch[s, k] = x[s, k]
     _add_template(scratch, row, templates, support, first, first_lag, -1.0)
+    e_single = _energy(scratch, row, inv_noise)
     peak = 0.0
     s_peak = -1
+    ch_peak = -1
     for k in range(k_count):
         ch = row[k]
         if ch < 0:
@@ -182,8 +196,9 @@ def _second_spike(
             if v > peak:
                 peak = v
                 s_peak = s
+                ch_peak = ch
     if peak < min_peak:
-        return -1, 0, np.inf, peak
+        return -1, 0, np.inf, e_single
     best = -1
     best_lag = 0
     best_e = np.inf
@@ -191,20 +206,34 @@ def _second_spike(
         u = cands[m]
         if u < 0:
             break
-        if u == first:
+        if u == first or support[u, ch_peak] == 0:
+            continue
+        if -templates[u, trough_row[u], ch_peak] * inv_noise[ch_peak] < 0.25 * peak:
             continue
         for d in range(-max_shift, max_shift + 1):
             lag = trough_row[u] - s_peak + d
             if lag <= -n_win or lag >= n_win:
                 continue
-            _add_template(scratch, row, templates, support, u, lag, -1.0)
-            e = _energy(scratch, row, inv_noise)
-            _add_template(scratch, row, templates, support, u, lag, 1.0)
+            # energy of (scratch - template) = e_single + sum w^2 t (t - 2 scratch)
+            s0 = max(0, -lag)
+            s1 = min(n_win, n_win - lag)
+            delta = 0.0
+            for k in range(k_count):
+                ch = row[k]
+                if ch < 0:
+                    break
+                if support[u, ch] == 0:
+                    continue
+                w2 = inv_noise[ch] * inv_noise[ch]
+                for s in range(s0, s1):
+                    tv = templates[u, s + lag, ch]
+                    delta += w2 * tv * (tv - 2.0 * scratch[s, k])
+            e = e_single + delta
             if e < best_e:
                 best_e = e
                 best = u
                 best_lag = lag
-    return best, best_lag, best_e, peak
+    return best, best_lag, best_e, e_single
 
 
 @numba.njit(cache=True, nogil=True)
@@ -341,7 +370,7 @@ def assign_spikes(
         second = -1
         second_lag = 0
         if best >= 0 and best_score > pair_score:
-            other, lag, e_pair, _ = _second_spike(
+            other, lag, e_pair, e_single = _second_spike(
                 x,
                 row,
                 cands,
@@ -355,38 +384,36 @@ def assign_spikes(
                 max_shift,
                 scratch,
             )
-            if other >= 0:
-                e_single = _energy(scratch, row, inv_noise)
-                if e_pair < e_single - pair_gain:
-                    # choose the snippet's own unit again without the second spike
-                    for s in range(n_win):
-                        for k in range(k_count):
-                            scratch[s, k] = x[s, k]
-                    _add_template(scratch, row, templates, support, other, lag, -1.0)
-                    b2, sh2, sc2 = _best_unit(
-                        scratch, row, cands, templates, support, inv_noise, max_shift
+            if other >= 0 and e_pair < e_single - pair_gain:
+                # choose the snippet's own unit again without the second spike
+                for s in range(n_win):
+                    for k in range(k_count):
+                        scratch[s, k] = x[s, k]
+                _add_template(scratch, row, templates, support, other, lag, -1.0)
+                b2, sh2, sc2 = _best_unit(
+                    scratch, row, cands, templates, support, inv_noise, max_shift
+                )
+                if b2 >= 0:
+                    best, best_shift, best_score = b2, sh2, sc2
+                if best != other:
+                    # and the second spike again, given the first as now chosen
+                    o2, l2, e2, _ = _second_spike(
+                        x,
+                        row,
+                        cands,
+                        templates,
+                        support,
+                        inv_noise,
+                        trough_row,
+                        best,
+                        best_shift,
+                        max_score,
+                        max_shift,
+                        scratch,
                     )
-                    if b2 >= 0:
-                        best, best_shift, best_score = b2, sh2, sc2
-                    if best != other:
-                        # and the second spike again, given the first as now chosen
-                        o2, l2, e2, _ = _second_spike(
-                            x,
-                            row,
-                            cands,
-                            templates,
-                            support,
-                            inv_noise,
-                            trough_row,
-                            best,
-                            best_shift,
-                            max_score,
-                            max_shift,
-                            scratch,
-                        )
-                        if o2 >= 0 and np.sqrt(e2 / max(e_cnt, 1)) <= hidden_max_score:
-                            second = o2
-                            second_lag = l2
+                    if o2 >= 0 and np.sqrt(e2 / max(e_cnt, 1)) <= hidden_max_score:
+                        second = o2
+                        second_lag = l2
         out_scores[i] = best_score
         good = best_score < max_score or best_score * best_score < max_relative * energy
         if best >= 0 and good:

@@ -87,7 +87,7 @@ class OnlineTemplateSorter:
     cluster of at least ``new_unit_min_spikes`` unlike every template founds a new unit.
     Unit ids never change once given. Overlaps: templates of spikes already assigned are
     peeled off each snippet, a snippet that fits no single template is fitted as two
-    spikes, and :meth:`sort` also reports the smaller spike of an overlap that the
+    spikes, and :meth:`with_hidden` adds the smaller spike of an overlap that the
     detector merged into one event. With ``background=True`` learning runs in a worker
     process and the stage keeps labelling meanwhile (real time); else it blocks (offline,
     deterministic).
@@ -336,11 +336,6 @@ class OnlineTemplateSorter:
             self._update_candidates()  # main electrodes may have drifted
             self._start_job(self._unmatched, self.config.new_unit_min_spikes, False)
         return units
-
-    def sort(self, det: Detections) -> tuple[Detections, np.ndarray]:
-        """:meth:`process` ``det``, then add the hidden spikes it found
-        (:meth:`with_hidden`): ``(detections, unit ids)``, in sample order."""
-        return self.with_hidden(det, self.process(det))
 
     def with_hidden(self, det: Detections, units: np.ndarray) -> tuple[Detections, np.ndarray]:
         """``det`` and ``units`` of the last :meth:`process` call with the hidden spikes
