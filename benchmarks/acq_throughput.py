@@ -33,6 +33,7 @@ the figures are for the steady state (spikes matched against templates).
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import multiprocessing as mp
 import os
@@ -129,25 +130,25 @@ STAGES = ("pull", "filter", "detect", "sort", "batch", "outlet")
 
 class Timed:
     """Stands in for a stage of the pipeline and adds the time of each call of its
-    ``process`` (or the sorter's ``sort``) to ``acc[slot]`` (s)."""
+    working methods (``process``; the sorter's ``sort``, ``with_hidden``) to
+    ``acc[slot]`` (s)."""
+
+    METHODS = frozenset({"process", "sort", "with_hidden"})
 
     def __init__(self, stage: Any, acc: np.ndarray, slot: int) -> None:
         self.stage, self.acc, self.slot = stage, acc, slot
 
-    def _timed(self, method: Any, x: Any) -> Any:
+    def _timed(self, method: Any, *args: Any) -> Any:
         t = time.perf_counter()
-        out = method(x)
+        out = method(*args)
         self.acc[self.slot] += time.perf_counter() - t
         return out
 
-    def process(self, x: Any) -> Any:
-        return self._timed(self.stage.process, x)
-
-    def sort(self, x: Any) -> Any:
-        return self._timed(self.stage.sort, x)
-
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.stage, name)
+        attr = getattr(self.stage, name)
+        if name in self.METHODS and callable(attr):
+            return functools.partial(self._timed, attr)
+        return attr
 
 
 def run_lsl(data: np.ndarray, train: np.ndarray, paced: bool, gc_freeze: bool) -> dict[str, object]:
