@@ -8,6 +8,7 @@ from acquisition import kernels
 from acquisition.config import AcquisitionConfig
 from acquisition.detection import make_detector
 from acquisition.filter import StreamingFilter
+from acquisition.lsl import kernels as lsl_kernels
 from acquisition.sorting import make_sorter
 from bci.types import SPIKE_DTYPE, Chunk, SpikeBatch
 
@@ -62,6 +63,7 @@ class OnlinePipeline:
     def warm_up() -> None:
         """Compile every kernel (call before a real-time loop is armed)."""
         kernels.warm_up()
+        lsl_kernels.warm_up()
 
     def reset(self) -> None:
         self.filter.reset()
@@ -78,12 +80,13 @@ class OnlinePipeline:
             det, units = self.sorter.with_hidden(det, units)  # + overlapped spikes it found
         n = len(det)
         spikes = np.empty(n, dtype=SPIKE_DTYPE)
-        spikes["unit"] = -1 if units is None else units
         d = self.delay_samples
-        spikes["sample"] = det.samples - d
-        spikes["time"] = det.timestamp + (det.samples - d - det.first_sample) / self.sample_rate
-        spikes["channel"] = det.channels
-        spikes["amplitude"] = det.amplitudes
+        if n:  # (most chunks have no spike)
+            spikes["unit"] = -1 if units is None else units
+            spikes["sample"] = det.samples - d
+            spikes["time"] = det.timestamp + (det.samples - d - det.first_sample) / self.sample_rate
+            spikes["channel"] = det.channels
+            spikes["amplitude"] = det.amplitudes
         return SpikeBatch(
             spikes=spikes,
             first_sample=det.first_sample - d,
