@@ -149,7 +149,9 @@ class TemplateSorterConfig(StrictModel):
         description="a unit below weak_unit_snr firing less than this (Hz) when "
         "found is kept as a sink but its spikes are reported unassigned",
     )
-    drift_alpha: float = Field(0.02, ge=0, le=1)
+    drift_alpha: float = Field(
+        0.05, ge=0, le=1, description="fraction of the way a template moves toward each match"
+    )
     new_unit_min_spikes: int = Field(50, ge=5)
     recluster_every_s: float = Field(10.0, gt=0)
     max_unmatched: int = Field(20_000, ge=100)
