@@ -89,6 +89,8 @@ class CommandChannel:
         self._thread: threading.Thread | None = None
         self._tried = False  # connect() once, reconnect() after
         self._suback_mid: int | None = None
+        self._publisher: int | None = None  # thread inside publish(), under the lock
+        self._expiry_props: dict[int, Properties] = {}
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -133,8 +135,13 @@ class CommandChannel:
         return client
 
     def _on_register_write(self, *_: Any) -> None:
-        # a packet was queued by this thread or another: wake the network thread, which
-        # writes it (publish() writes its own packet at once; this catches the rest)
+        # a packet was queued: the network thread writes it, unless it is publish()'s own
+        # packet, which publish() writes at once (waking the network thread then would
+        # only make it queue for the interpreter behind the publishing thread)
+        if self._publisher != threading.get_ident():
+            self._wake()
+
+    def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError, OSError):
             self._wake_w.send(b"\0")
 
@@ -195,7 +202,7 @@ class CommandChannel:
     def close(self, timeout: float = 1.0) -> None:
         """Disconnect cleanly (no last will) and stop the network thread."""
         self._stop.set()
-        self._on_register_write()
+        self._wake()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -224,15 +231,32 @@ class CommandChannel:
             return False
         props = None
         if self.v5 and expiry_s is not None:
-            props = Properties(PacketTypes.PUBLISH)
-            props.MessageExpiryInterval = max(1, int(expiry_s))
+            props = self._expiry(max(1, int(expiry_s)))
         with self._write_lock:
-            info = self._client.publish(topic, payload, qos=qos, retain=False, properties=props)
-            if info.rc != paho.MQTT_ERR_SUCCESS:
-                return False
-            self._client.loop_write()
+            self._publisher = threading.get_ident()
+            try:
+                info = self._client.publish(topic, payload, qos=qos, retain=False, properties=props)
+                if info.rc != paho.MQTT_ERR_SUCCESS:
+                    return False
+                self._client.loop_write()
+                leftover = self._client.want_write()  # the socket was full: rare
+            finally:
+                self._publisher = None
+        if leftover:
+            self._wake()
         self.published += 1
         return True
+
+    def _expiry(self, seconds: int) -> Properties:
+        """PUBLISH properties with a message expiry (built once per value: paho packs
+        them on each publish and never changes them)."""
+        props = self._expiry_props.get(seconds)
+        if props is None:
+            props = Properties(PacketTypes.PUBLISH)
+            props.MessageExpiryInterval = seconds
+            if len(self._expiry_props) < 64:
+                self._expiry_props[seconds] = props
+        return props
 
     # ------------------------------------------------------------ network thread
 
