@@ -47,6 +47,7 @@ from bci.loop import HotPath, LatencyTracer, LoopConfig, decision
 from bci.service import Service, Supervisor
 from decoders.pipeline import DecoderPipeline, build_readout
 from decoders.warmup import warm_up as decoders_warm_up
+from stimulators import safety_kernels
 from stimulators.broker import EmbeddedBroker
 from stimulators.commands import Ack, StopAll, new_command_id
 from stimulators.config import MqttConfig, effective_mqtt
@@ -464,6 +465,7 @@ def warm_up_all(config: BciConfig) -> None:
     (and the controller's heartbeat) if it happened while services run. (The rig
     process warms up its own kernels.)"""
     OnlinePipeline.warm_up()
+    safety_kernels.warm_up()
     if (config.loop or LoopConfig()).sort:
         # the sorter's first learning step would otherwise import scikit-learn (about
         # 1 s holding the interpreter) in the middle of the loop

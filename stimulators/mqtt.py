@@ -34,6 +34,7 @@ from paho.mqtt.properties import Properties
 
 from bci.clock import now
 from bci.errors import SafetyViolation
+from stimulators import safety_kernels
 from stimulators.channel import CommandChannel
 from stimulators.commands import (
     SCHEMA_VERSION,
@@ -307,6 +308,7 @@ class StimPublisher:
     # ------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> StimPublisher:
+        await asyncio.to_thread(safety_kernels.warm_up)  # no compilation at the first command
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._task = asyncio.create_task(self._run(), name=f"stim-publisher-{self.rig}")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bci.errors import SafetyViolation
+from stimulators import safety_kernels as kernels
 from stimulators.commands import ElectricalPulseTrain, OpticalPulseTrain, StopAll
 from stimulators.config import (
     ElectricalDeviceConfig,
@@ -87,27 +88,40 @@ class _Ring:
         return np.where(valid, self.data[idx % _RING_BINS], 0.0)
 
     def advance(self, floor: int) -> None:
-        if floor <= self.low:
-            return
-        if floor - self.low >= _RING_BINS:
-            self.data[:] = 0.0
-        else:
-            idx = np.arange(self.low, floor) % _RING_BINS
-            self.data[idx] = 0.0
-        self.low = floor
+        self.low = kernels.advance(self.data, self.low, floor)
 
     def add(self, first: int, amounts: np.ndarray, floor: int) -> None:
         self.advance(floor)
         if first < self.low or first + amounts.size > self.low + _RING_BINS:
             raise ValueError("ledger bins out of range")  # excluded by the envelope limits
-        idx = np.arange(first, first + amounts.size) % _RING_BINS
-        self.data[idx] += amounts
+        kernels.add(self.data, self.low, first, np.ascontiguousarray(amounts, dtype=float))
+
+
+_EMPTY = np.zeros(1)
 
 
 def _max_window(
     ring: _Ring | None, first: int, amounts: np.ndarray, window_bins: int, floor: int
 ) -> float:
-    """Largest total over ``window_bins + 1`` consecutive bins with ``amounts`` added."""
+    """Largest total over ``window_bins + 1`` consecutive bins with ``amounts`` added
+    (one compiled pass; the same sums, in the same order, as a cumulative sum)."""
+    return float(
+        kernels.max_window(
+            _EMPTY if ring is None else ring.data,
+            0 if ring is None else ring.low,
+            floor,
+            ring is not None,
+            first,
+            np.ascontiguousarray(amounts, dtype=float),
+            window_bins,
+        )
+    )
+
+
+def _max_window_reference(
+    ring: _Ring | None, first: int, amounts: np.ndarray, window_bins: int, floor: int
+) -> float:
+    """:func:`_max_window` in numpy, as it was written first (the tests compare)."""
     lo, hi = first - window_bins, first + amounts.size + window_bins
     total = np.zeros(hi - lo) if ring is None else ring.values(lo, hi, floor)
     total[window_bins : window_bins + amounts.size] += amounts

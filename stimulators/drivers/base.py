@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from bci.clock import now
 from bci.errors import SafetyViolation
+from stimulators import safety_kernels
 from stimulators.channel import CommandChannel
 from stimulators.commands import (
     SCHEMA_VERSION,
@@ -534,6 +535,7 @@ class Driver(ABC):
             raise ValueError("a driver needs an MQTT config to run")
         mqtt = self.mqtt
         self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(safety_kernels.warm_up)  # not at the first command
         await self.open()
         try:
             await self.stop_output()

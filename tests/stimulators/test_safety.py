@@ -299,3 +299,38 @@ def test_rules_are_documented() -> None:
     assert all(isinstance(v, str) and v for v in RULES.values())
     assert all("." in k for k in RULES)
     assert math.isclose(electrical_device().electrodes[0].phase_charge_limit_nc, 4.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    history=st.lists(
+        st.tuples(st.integers(0, 30_000), st.lists(st.floats(0, 50), min_size=1, max_size=40)),
+        max_size=6,
+    ),
+    first_offset=st.integers(-200, 20_000),
+    amounts=st.lists(st.floats(0, 50), min_size=1, max_size=300),
+    window_bins=st.sampled_from([0, 1, 7, 100, 6_000]),
+    floor_offset=st.integers(-7_000, 7_000),
+)
+def test_compiled_ledger_window_equals_the_numpy_reference(
+    history: list[tuple[int, list[float]]],
+    first_offset: int,
+    amounts: list[float],
+    window_bins: int,
+    floor_offset: int,
+) -> None:
+    """The compiled windowed sums give the very same floats as the numpy version they
+    replaced, on rings that wrapped around, with old bins and fresh ones."""
+    from stimulators.safety import _max_window, _max_window_reference, _Ring
+
+    ring = _Ring()
+    base = 0
+    for start, values in history:
+        base += start
+        ring.add(base, np.array(values), base - 6_100)
+    first = base + first_offset
+    floor = base + floor_offset
+    arr = np.array(amounts)
+    for r in (ring, None):
+        fast = _max_window(r, first, arr, window_bins, floor)
+        assert fast == _max_window_reference(r, first, arr, window_bins, floor)
