@@ -67,6 +67,15 @@ class LoopConfig(StrictModel):
     use_decoder: bool = Field(True, description="run the decoders: section when present")
     restart: RestartPolicy = RestartPolicy()
     max_raster_spikes: int = Field(2_000_000, ge=0, description="spikes kept for the report")
+    poll_ahead_ms: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="0: the loop's thread sleeps until a chunk arrives. Above 0: it "
+        "sleeps until this long before the next chunk is due, then polls for it without "
+        "sleeping until this long after it was due (lower, steadier latency for about "
+        "2 x this per chunk of one core)",
+    )
     max_staleness_ms: float = Field(
         50.0,
         gt=0,

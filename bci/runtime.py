@@ -45,6 +45,7 @@ from bci.config import BciConfig
 from bci.errors import ConfigError, SafetyViolation, ServiceError
 from bci.loop import HotPath, LatencyTracer, LoopConfig, decision
 from bci.service import Service, Supervisor
+from bci.types import Chunk
 from decoders.pipeline import DecoderPipeline, build_readout
 from decoders.warmup import warm_up as decoders_warm_up
 from stimulators import safety_kernels
@@ -383,11 +384,17 @@ class LoopService(Service):
         recorder: SessionRecorder | None,
     ) -> None:
         rate = hot.acquisition.sample_rate
+        poll_s = self.runtime.loop_config.poll_ahead_ms / 1000.0
+        expected: float | None = None  # LSL time the next chunk should be complete
         while not self._stop.is_set():
-            chunks = inlet.pull(timeout=0.05)
+            if poll_s > 0 and expected is not None:
+                chunks = self._poll(inlet, expected, poll_s)
+            else:
+                chunks = inlet.pull(timeout=0.05)
             pulled = now()
             for chunk in chunks:
                 chunk_end = chunk.timestamp + (chunk.n_samples - 1) / rate
+                expected = chunk_end + chunk.n_samples / rate
                 stale = pulled - chunk_end > self.max_staleness_s
                 batch, commands, suppressed = hot.process(chunk, stale=stale)
                 if commands:
@@ -406,6 +413,21 @@ class LoopService(Service):
                         recorder.write_event(
                             "stim_decision", sent=False, reason="stale", command=decision(cmd)
                         )
+
+    def _poll(self, inlet: LslInlet, expected: float, poll_s: float) -> list[Chunk]:
+        """Sleep until ``poll_s`` before the next chunk is due, then poll for it without
+        sleeping until ``poll_s`` after (so that the thread and its caches are awake
+        when it lands), then fall back to waiting."""
+        wait = expected - poll_s - now()
+        if wait > 0:
+            chunks = inlet.pull(timeout=wait)
+            if chunks:
+                return chunks
+        while now() < expected + poll_s:
+            chunks = inlet.pull(timeout=0.0)
+            if chunks:
+                return chunks
+        return inlet.pull(timeout=0.05)
 
     def _submit(self, commands: list[AnyStimCommand]) -> None:
         pub = self.runtime.publisher

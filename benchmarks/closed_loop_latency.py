@@ -16,7 +16,11 @@ The broker is a private Mosquitto on a free port when the binary exists (else th
 embedded amqtt broker); ``BCI_MQTT_URL`` picks another. Targets (1 ms chunks, this
 2-core machine): median <= 2 ms, p99 <= 5 ms, nothing above 20 ms.
 
+With ``--poll-ahead-ms`` the loop's thread polls for each chunk from that long before
+it is due (``loop.poll_ahead_ms``): lower, steadier latency for more CPU (printed).
+
     python benchmarks/closed_loop_latency.py [--seconds 60] [--sort] [--chunk-ms 1]
+    python benchmarks/closed_loop_latency.py --seconds 60 --poll-ahead-ms 0.2
 """
 
 from __future__ import annotations
@@ -87,7 +91,9 @@ class GcPauses:
         )
 
 
-def make_config(url: str | None, sort: bool, chunk_ms: float) -> BciConfig:
+def make_config(
+    url: str | None, sort: bool, chunk_ms: float, poll_ahead_ms: float = 0.0
+) -> BciConfig:
     data: dict[str, Any] = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
     data["rig"] = f"latency{os.getpid()}"
     data.pop("decoders")
@@ -97,6 +103,7 @@ def make_config(url: str | None, sort: bool, chunk_ms: float) -> BciConfig:
     data["loop"] = {
         "source": {"kind": "sim_rig"},
         "sort": sort,
+        "poll_ahead_ms": poll_ahead_ms,
         "policies": [
             {
                 "kind": "spike_triggered",
@@ -130,6 +137,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--sort", action="store_true", help="trigger on sorted units")
     parser.add_argument("--chunk-ms", type=float, default=1.0)
+    parser.add_argument(
+        "--poll-ahead-ms",
+        type=float,
+        default=0.0,
+        help="loop.poll_ahead_ms: poll for each chunk from this long before it is due",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     # liblsl reads its config at first use: only its warnings, as under `bci`
@@ -144,7 +157,7 @@ def main() -> int:
             url, broker_name = broker.url, "private Mosquitto"
         elif not url:
             broker_name = "embedded amqtt"
-        config = make_config(url, args.sort, args.chunk_ms)
+        config = make_config(url, args.sort, args.chunk_ms, args.poll_ahead_ms)
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         what = (
             "sorted units" if args.sort else f"any detected spike ({LOOKAHEAD_MS:g} ms lookahead)"
@@ -152,11 +165,13 @@ def main() -> int:
         print(
             f"closed loop: spike-triggered, {args.chunk_ms:g} ms chunks, "
             f"{what}, broker {broker_name}, "
-            f"{args.seconds:g} s ...",
+            f"poll ahead {args.poll_ahead_ms:g} ms, {args.seconds:g} s ...",
             flush=True,
         )
         gc_pauses = GcPauses()
+        cpu0, wall0 = time.process_time(), time.perf_counter()
         rt, sup = asyncio.run(run_loop(config, args.seconds, workdir=workdir))
+        cpu = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
         gc_pauses.stop()
 
     summary = rt.tracer.summary()
@@ -189,6 +204,10 @@ def main() -> int:
         print(f"target total {key} <= {limit:g} ms: {value:.2f} ms, {verdict}")
     worst = max((s for s in STAGES if s != "total"), key=lambda s: summary[s]["median"])
     print(f"largest share of the median: {worst}")
+    print(
+        f"CPU used by the loop's process: {cpu * 100:.0f} % of one core "
+        f"(whole run, start-up included; poll ahead {args.poll_ahead_ms:g} ms)"
+    )
     print(gc_pauses.summary())
     for inc in sup.incidents:
         print(f"incident: {inc.service}: {inc.error} ({inc.action})")

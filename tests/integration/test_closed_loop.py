@@ -67,8 +67,9 @@ def detected_baseline_hz(config: BciConfig, seconds: float = 4.0) -> float:
     return n / seconds
 
 
+@pytest.mark.parametrize("poll_ahead_ms", [0.0, 0.3], ids=["sleeping", "polling"])
 def test_spike_triggered_one_stimulation_per_qualifying_spike(
-    mqtt_broker: Any, unique_id: str, tmp_path: Path
+    mqtt_broker: Any, unique_id: str, tmp_path: Path, poll_ahead_ms: float
 ) -> None:
     lockout_ms, deadline_ms = 100.0, 1000.0
     policy = {
@@ -79,11 +80,16 @@ def test_spike_triggered_one_stimulation_per_qualifying_spike(
         "deadline_ms": deadline_ms,
         "command": {"kind": "electrical", "electrodes": [16], "amplitude_ua": 10},
     }
-    config = build(base_config(f"st{unique_id}", mqtt_broker.url, [policy]))
+    data = base_config(f"st{unique_id}", mqtt_broker.url, [policy])
+    data["loop"]["poll_ahead_ms"] = poll_ahead_ms
+    config = build(data)
     rt, sup = asyncio.run(run_loop(config, 10.0, workdir=tmp_path, handle_signals=False))
     assert sup.incidents == []
     hot = rt.hot
     assert hot is not None
+    # every sample went through, whether the thread slept or polled for it
+    assert hot.stats.first_sample is not None
+    assert hot.stats.samples == hot.stats.end_sample - hot.stats.first_sample
     st = hot.policies[0].status()
     # exactly one command per qualifying spike outside the lockout
     assert st["triggers"] >= 20, f"{hot.stats.stale_chunks} stale chunks of {hot.stats.chunks}"
