@@ -538,21 +538,36 @@ class StimPublisher:
     def _next_sendable(self) -> AnyCommand | None:
         """Remove and return the first queued command whose device is ready, dropping
         expired ones on the way."""
+        with self._lock:
+            return self._pop_sendable()
+
+    def _pop_sendable(self) -> AnyCommand | None:
+        """:meth:`_next_sendable` for a caller that holds the lock."""
         t = now()
         i = 0
-        with self._lock:
-            while i < len(self._queue):
-                command = self._queue[i]
-                if t > command.deadline:
-                    del self._queue[i]
-                    self.stats.dropped_expired += 1
-                    logger.info("not publishing command %s: past its deadline", command.command_id)
-                    continue
-                if self._ready(command.device):
-                    del self._queue[i]
-                    return command
-                i += 1
+        while i < len(self._queue):
+            command = self._queue[i]
+            if t > command.deadline:
+                del self._queue[i]
+                self.stats.dropped_expired += 1
+                logger.info("not publishing command %s: past its deadline", command.command_id)
+                continue
+            if self._ready(command.device):
+                del self._queue[i]
+                return command
+            i += 1
         return None
+
+    def _drain_on_channel(self) -> bool:
+        """Send every queued command that can go now on the command channel, in order
+        and under the lock (so a command submitted meanwhile cannot overtake them).
+        Returns whether one is held back because the channel cannot take it yet."""
+        with self._lock:
+            while (command := self._pop_sendable()) is not None:
+                if not self._send_direct(command):
+                    self._queue.appendleft(command)
+                    return True
+        return False
 
     async def _heartbeat(self, client: aiomqtt.Client) -> None:
         interval = self.stimulation.heartbeat_interval_ms / 1000.0
@@ -565,13 +580,17 @@ class StimPublisher:
     async def _send(self, client: aiomqtt.Client, protocol: aiomqtt.ProtocolVersion) -> None:
         guard = CancelGuard()
         while True:
+            if self.channel is not None:
+                if self._drain_on_channel():
+                    await asyncio.sleep(0.005)  # the channel reconnects in its own thread
+                else:
+                    self._queue_event.clear()
+                    await self._queue_event.wait()
+                continue
             command = self._next_sendable()
             if command is None:
                 self._queue_event.clear()
                 await self._queue_event.wait()
-                continue
-            if self.channel is not None:
-                await self._send_on_channel(command)
                 continue
             t = now()
             stamped = command.model_copy(update={"sent": t})
@@ -595,17 +614,3 @@ class StimPublisher:
                 raise
             self.stats.published += 1
             guard.check()
-
-    async def _send_on_channel(self, command: AnyCommand) -> None:
-        """Send a queued command on the command channel, waiting for it to connect."""
-        assert self.channel is not None
-        while not self.channel.connected.is_set():
-            if now() > command.deadline:
-                self.stats.dropped_expired += 1
-                logger.info("not publishing command %s: past its deadline", command.command_id)
-                return
-            await asyncio.sleep(0.005)  # the channel reconnects in its own thread
-        with self._lock:
-            if not self._send_direct(command):
-                self._enqueue(command, front=True)
-                await asyncio.sleep(0.001)
