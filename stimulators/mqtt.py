@@ -54,6 +54,7 @@ __all__ = [
     "Topics",
     "connection_loop",
     "make_client",
+    "open_channel",
     "stop_task",
 ]
 
@@ -168,6 +169,27 @@ def make_client(
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         **kwargs,
     )
+
+
+async def open_channel(
+    config: MqttConfig,
+    channel: CommandChannel | None,
+    protocol: aiomqtt.ProtocolVersion,
+    *,
+    client_id: str,
+    **kwargs: Any,
+) -> CommandChannel:
+    """Start a command channel on the protocol an asyncio session settled on (only the
+    first time: it reconnects by itself), and wait until it is usable; raises
+    ``MqttError`` after ``connect_timeout_s``, which ends that session."""
+    if channel is None:
+        v5 = protocol == aiomqtt.ProtocolVersion.V5
+        channel = CommandChannel(
+            config, client_id=client_id, protocol="5" if v5 else "3.1.1", **kwargs
+        ).start()
+    if not await asyncio.to_thread(channel.wait_connected, config.connect_timeout_s):
+        raise aiomqtt.MqttError(f"the command channel {client_id} could not connect")
+    return channel
 
 
 async def connection_loop(
@@ -482,16 +504,10 @@ class StimPublisher:
         await client.subscribe(self.topics.all_acks, qos=1)
         await client.subscribe(self.topics.all_status, qos=1)
         guard.check()
-        if self.use_channel and self.channel is None:
-            # the protocol is settled now; the channel keeps its own connection up
-            v5 = protocol == aiomqtt.ProtocolVersion.V5
-            self.channel = CommandChannel(
-                self.mqtt, client_id=f"{self.client_id}-cmd", protocol="5" if v5 else "3.1.1"
-            ).start()
-            if not await asyncio.to_thread(
-                self.channel.wait_connected, self.mqtt.connect_timeout_s
-            ):
-                raise aiomqtt.MqttError("the command channel could not connect")
+        if self.use_channel:
+            self.channel = await open_channel(
+                self.mqtt, self.channel, protocol, client_id=f"{self.client_id}-cmd"
+            )
         self.stats.connections += 1
         self.connected.set()
         try:

@@ -81,12 +81,6 @@ class _Ring:
         self.data = np.zeros(_RING_BINS)
         self.low = 0
 
-    def values(self, lo: int, hi: int, floor: int) -> np.ndarray:
-        """Amounts of bins ``lo..hi-1``; bins older than ``floor`` count as empty."""
-        idx = np.arange(lo, hi)
-        valid = (idx >= max(self.low, floor)) & (idx < self.low + _RING_BINS)
-        return np.where(valid, self.data[idx % _RING_BINS], 0.0)
-
     def advance(self, floor: int) -> None:
         self.low = kernels.advance(self.data, self.low, floor)
 
@@ -116,18 +110,6 @@ def _max_window(
             window_bins,
         )
     )
-
-
-def _max_window_reference(
-    ring: _Ring | None, first: int, amounts: np.ndarray, window_bins: int, floor: int
-) -> float:
-    """:func:`_max_window` in numpy, as it was written first (the tests compare)."""
-    lo, hi = first - window_bins, first + amounts.size + window_bins
-    total = np.zeros(hi - lo) if ring is None else ring.values(lo, hi, floor)
-    total[window_bins : window_bins + amounts.size] += amounts
-    csum = np.concatenate(([0.0], np.cumsum(total)))
-    span = window_bins + 1
-    return float(np.max(csum[span:] - csum[:-span]))
 
 
 def _pulse_bins(start: float, n: int, frequency: float, amount: float) -> tuple[int, np.ndarray]:

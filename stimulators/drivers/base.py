@@ -50,7 +50,7 @@ from stimulators.config import (
     SimOpticalDriverConfig,
     StimulationConfig,
 )
-from stimulators.mqtt import CancelGuard, Topics, connection_loop, make_client
+from stimulators.mqtt import CancelGuard, Topics, connection_loop, make_client, open_channel
 from stimulators.safety import Admission, SafetyEnvelope
 
 __all__ = ["PROTOCOL_RULES", "Driver", "DriverStats", "Execution"]
@@ -586,7 +586,17 @@ class Driver(ABC):
         await client.subscribe(self.topics.heartbeat, qos=0)
         guard.check()
         if self.spec.command_channel:
-            await self._open_channel(protocol)
+            assert self.mqtt is not None  # run() checked
+            # subscribed before ``ready`` is said, so that commands can arrive
+            self.channel = await open_channel(
+                self.mqtt,
+                self.channel,
+                protocol,
+                client_id=f"{self.client_id}-cmd",
+                subscriptions=((self.topics.cmd(self.device.name), 1),),
+                on_message=self._on_channel_message,
+                resume=True,
+            )
         self.stats.connections += 1
         self._publish_status()
         self.connected.set()
@@ -606,23 +616,6 @@ class Driver(ABC):
             raise
         finally:
             self.connected.clear()
-
-    async def _open_channel(self, protocol: aiomqtt.ProtocolVersion) -> None:
-        """Start the command channel (once; it reconnects by itself) and wait until it
-        is subscribed, so that ``ready`` is only said once commands can arrive."""
-        assert self.mqtt is not None
-        if self.channel is None:
-            v5 = protocol == aiomqtt.ProtocolVersion.V5
-            self.channel = CommandChannel(
-                self.mqtt,
-                client_id=f"{self.client_id}-cmd",
-                protocol="5" if v5 else "3.1.1",
-                subscriptions=((self.topics.cmd(self.device.name), 1),),
-                on_message=self._on_channel_message,
-                resume=True,
-            ).start()
-        if not await asyncio.to_thread(self.channel.wait_connected, self.mqtt.connect_timeout_s):
-            raise aiomqtt.MqttError("the command channel could not connect and subscribe")
 
     def _on_channel_message(self, _topic: str, payload: bytes, received: float) -> None:
         # the channel's thread: stamped on arrival, handled in order on the loop

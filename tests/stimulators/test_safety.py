@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bci.errors import SafetyViolation
-from stimulators.safety import RULES, SafetyEnvelope
+from stimulators.safety import RULES, SafetyEnvelope, _max_window, _Ring
 from tests.stimulators.helpers import (
     electrical,
     electrical_device,
@@ -321,8 +321,6 @@ def test_compiled_ledger_window_equals_the_numpy_reference(
 ) -> None:
     """The compiled windowed sums give the very same floats as the numpy version they
     replaced, on rings that wrapped around, with old bins and fresh ones."""
-    from stimulators.safety import _max_window, _max_window_reference, _Ring
-
     ring = _Ring()
     base = 0
     for start, values in history:
@@ -333,4 +331,20 @@ def test_compiled_ledger_window_equals_the_numpy_reference(
     arr = np.array(amounts)
     for r in (ring, None):
         fast = _max_window(r, first, arr, window_bins, floor)
-        assert fast == _max_window_reference(r, first, arr, window_bins, floor)
+        assert fast == max_window_numpy(r, first, arr, window_bins, floor)
+
+
+def max_window_numpy(
+    ring: _Ring | None, first: int, amounts: np.ndarray, window_bins: int, floor: int
+) -> float:
+    """The envelope's windowed sum as it was first written, in numpy."""
+    lo, hi = first - window_bins, first + amounts.size + window_bins
+    total = np.zeros(hi - lo)
+    if ring is not None:
+        idx = np.arange(lo, hi)
+        valid = (idx >= max(ring.low, floor)) & (idx < ring.low + ring.data.size)
+        total = np.where(valid, ring.data[idx % ring.data.size], 0.0)
+    total[window_bins : window_bins + amounts.size] += amounts
+    csum = np.concatenate(([0.0], np.cumsum(total)))
+    span = window_bins + 1
+    return float(np.max(csum[span:] - csum[:-span]))
