@@ -52,6 +52,7 @@ from acquisition.lsl.inlet import LslInlet
 from acquisition.lsl.spike_outlet import SpikeOutlet
 from acquisition.pipeline import OnlinePipeline
 from bci.clock import tight_timers
+from bci.runtime import settle_heap
 from bci.types import Chunk
 
 FS = 30_000.0
@@ -192,8 +193,7 @@ def run_lsl(data: np.ndarray, train: np.ndarray, paced: bool, gc_freeze: bool) -
         pull_sum = 0.0
         t_start = None
         if gc_freeze:
-            gc.collect()
-            gc.freeze()
+            settle_heap()  # as the closed loop does before it is armed
         gc_before = [g["collections"] for g in gc.get_stats()]
         self_cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         load0 = os.getloadavg()
