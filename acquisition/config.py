@@ -56,7 +56,9 @@ class ThresholdDetectorConfig(StrictModel):
     ``shadow_ms`` after a peak, smaller crossings (below ``shadow_fraction`` of it) on its
     neighbourhood are taken for its after-lobes and dropped. Snippets of
     ``snippet_pre_ms`` + ``snippet_post_ms`` are cut on all electrodes within
-    ``snippet_radius_um`` of the peak electrode.
+    ``snippet_radius_um`` of the peak electrode. Weak peaks (between ``weak_threshold``
+    and ``threshold``, and with ``weak_shadowed`` the after-lobe candidates) are passed
+    on flagged, for the sorter to keep only those that match a template.
     """
 
     kind: Literal["threshold"] = "threshold"
@@ -67,6 +69,12 @@ class ThresholdDetectorConfig(StrictModel):
     shadow_ms: float = Field(2.5, ge=0, description="after-lobe suppression window (0: off)")
     shadow_fraction: float = Field(0.5, ge=0, le=1, description="of the peak's value")
     shadow_radius_um: float = Field(50.0, ge=0, description="after-lobe suppression radius")
+    weak_threshold: float = Field(
+        0.0, ge=0, description="x MAD: weak peaks from here to threshold, to confirm (0: off)"
+    )
+    weak_shadowed: bool = Field(
+        False, description="pass the peaks the shadow hides on as weak, to confirm"
+    )
     snippet_pre_ms: float = Field(0.6, ge=0)
     snippet_post_ms: float = Field(1.0, gt=0)
     snippet_radius_um: float = Field(60.0, ge=0)
@@ -139,6 +147,17 @@ class TemplateSorterConfig(StrictModel):
         gt=0,
         description="max RMS residual (noise units) of the two-spike fit for "
         "the second spike to be reported",
+    )
+    confirm_max_score: float = Field(
+        1.2,
+        gt=0,
+        description="a weak detection is kept when its RMS residual (noise "
+        "units) is at most this ...",
+    )
+    confirm_min_gain: float = Field(
+        0.5,
+        description="... and the template removes at least this fraction of its own energy "
+        "(noise units squared) from the snippet",
     )
     weak_unit_snr: float = Field(
         6.0, ge=0, description="trough / noise (µV / µV) below which a unit may be weak"

@@ -78,6 +78,8 @@ class OnlinePipeline:
         if self.sorter is not None:
             units = self.sorter.process(det)
             det, units = self.sorter.with_hidden(det, units)  # + overlapped spikes it found
+        else:
+            det = det.strong()  # weak candidates count only when a sorter confirms them
         n = len(det)
         spikes = np.empty(n, dtype=SPIKE_DTYPE)
         d = self.delay_samples

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -37,7 +37,9 @@ class Detections:
     ``snippets`` (float32 µV, ``(n, n_window, k)`` on the peak electrode's snippet
     neighbourhood, ``pre`` samples before the peak). ``first_sample``/``end_sample``
     give the span of peak samples that was decided; ``timestamp`` is the LSL time of
-    ``first_sample``.
+    ``first_sample``. ``weak`` (bool, or ``None``: all strong) flags the candidates a
+    detector found below its threshold (or in a big spike's shadow): a sorter keeps them
+    only when they match a unit, and they are never reported otherwise.
     """
 
     samples: np.ndarray
@@ -49,6 +51,28 @@ class Detections:
     timestamp: float
     sample_rate: float
     noise: np.ndarray | None = None  # (n_channels,) µV noise when decided
+    weak: np.ndarray | None = None  # (n,) bool: a candidate to confirm
 
     def __len__(self) -> int:
         return int(self.samples.shape[0])
+
+    def select(self, keep: np.ndarray) -> Detections:
+        """The spikes where ``keep`` (bool or indices) holds, in order."""
+        return Detections(
+            samples=self.samples[keep],
+            channels=self.channels[keep],
+            amplitudes=self.amplitudes[keep],
+            snippets=self.snippets[keep],
+            first_sample=self.first_sample,
+            end_sample=self.end_sample,
+            timestamp=self.timestamp,
+            sample_rate=self.sample_rate,
+            noise=self.noise,
+            weak=None if self.weak is None else self.weak[keep],
+        )
+
+    def strong(self) -> Detections:
+        """Without the weak candidates (what a detector alone reports)."""
+        if self.weak is None:
+            return self
+        return replace(self.select(~self.weak) if self.weak.any() else self, weak=None)

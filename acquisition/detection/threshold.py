@@ -30,7 +30,9 @@ class ThresholdDetector:
     chunk boundary is decided exactly once. Noise per channel is the MAD of the filtered
     signal: first from ``noise_warmup_s`` of data (no detection before), then tracked
     sample by sample (time constant ``noise_tau_s``). ``positions_um`` is
-    ``(n_channels, 2)``; neighbourhoods are by distance.
+    ``(n_channels, 2)``; neighbourhoods are by distance. With ``weak_threshold`` or
+    ``weak_shadowed``, fainter peaks come too, flagged in ``Detections.weak``: they are
+    candidates only (see :meth:`Detections.strong`).
     """
 
     def __init__(
@@ -58,7 +60,14 @@ class ThresholdDetector:
         self._warmup_n = max(1, round(config.noise_warmup_s * fs))
         self.median_abs = np.zeros(self.n_channels, dtype=np.float64)
         self.thresholds = np.full(self.n_channels, np.inf, dtype=np.float32)
+        self.weak_thresholds = np.full(self.n_channels, np.inf, dtype=np.float32)
         self.reset()
+
+    @property
+    def weak_enabled(self) -> bool:
+        """Does this detector pass on weak peaks (flagged) for the sorter to confirm?"""
+        cfg = self.config
+        return 0 < cfg.weak_threshold < cfg.threshold or (cfg.weak_shadowed and self.shadow > 0)
 
     # ---------------------------------------------------------------- state
 
@@ -72,6 +81,7 @@ class ThresholdDetector:
         self.noise_ready = False
         self.median_abs[:] = 0.0
         self.thresholds[:] = np.inf
+        self.weak_thresholds[:] = np.inf
         self._restart(None)
 
     def _restart(self, first_sample: int | None) -> None:
@@ -107,7 +117,12 @@ class ThresholdDetector:
         elif self.config.adapt_noise:
             track_median_abs(data, self.median_abs, self._eta)
         if self.noise_ready:
-            self.thresholds[:] = self.config.threshold * self.median_abs * _MAD_TO_SIGMA
+            sigma = self.median_abs * _MAD_TO_SIGMA
+            self.thresholds[:] = self.config.threshold * sigma
+            weak = self.config.weak_threshold
+            self.weak_thresholds[:] = (
+                weak * sigma if 0 < weak < self.config.threshold else self.thresholds
+            )
 
     # ---------------------------------------------------------------- processing
 
@@ -142,6 +157,7 @@ class ThresholdDetector:
             cap = self.n_channels * ((stop_row - start_row) // (self.exclude + 1) + 1)
             out_t = np.empty(cap, dtype=np.int64)
             out_c = np.empty(cap, dtype=np.int32)
+            out_w = np.empty(cap, dtype=np.uint8)
             n = detect_peaks(
                 self._buf,
                 start_row,
@@ -158,6 +174,9 @@ class ThresholdDetector:
                 self._shadow_until,
                 self._shadow_value,
                 self.shadow_neighbours,
+                self.weak_thresholds,
+                self.config.weak_shadowed,
+                out_w,
             )
             rows, chans = out_t[:n], out_c[:n]
             snippets = np.empty(
@@ -174,6 +193,7 @@ class ThresholdDetector:
                 timestamp=self._t0 + first / self.sample_rate,
                 sample_rate=self.sample_rate,
                 noise=self.noise,
+                weak=out_w[:n].astype(bool) if self.weak_enabled else None,
             )
         else:
             det = self._empty(first, end_abs)
@@ -197,4 +217,5 @@ class ThresholdDetector:
             end_sample=end,
             timestamp=self._t0 + first / self.sample_rate,
             sample_rate=self.sample_rate,
+            weak=np.empty(0, dtype=bool) if self.weak_enabled else None,
         )

@@ -53,6 +53,9 @@ def detect_peaks(
     shadow_until: np.ndarray,
     shadow_value: np.ndarray,
     shadow_neighbours: np.ndarray,
+    weak_thresholds: np.ndarray,
+    keep_shadowed: bool,
+    out_w: np.ndarray,
 ) -> int:
     """Locally exclusive threshold crossings among rows ``[start, stop)`` of ``buf``.
 
@@ -69,6 +72,11 @@ def detect_peaks(
     ``shadow_fraction * v`` (the after-lobes of a large spike). The state is kept across
     calls in ``shadow_until`` (absolute sample) and ``shadow_value`` per electrode;
     candidates are decided in time order, so the result does not depend on chunking.
+
+    Weak peaks: a locally exclusive peak between ``weak_thresholds[c]`` and
+    ``thresholds[c]`` (set both equal for none), or, with ``keep_shadowed``, one that the
+    shadow would hide, is written too with ``out_w = 1`` (else 0), for a later stage to
+    confirm; a weak peak casts no shadow, so the strong peaks are the same either way.
     """
     c_count = buf.shape[1]
     k_count = neighbours.shape[1]
@@ -77,10 +85,13 @@ def detect_peaks(
     for t in range(start, stop):
         for c in range(c_count):
             v = _value(buf[t, c], polarity)
-            if v <= thresholds[c]:
+            if v <= weak_thresholds[c]:
                 continue
+            weak = v <= thresholds[c]
             if row0 + t <= shadow_until[c] and v < shadow_value[c]:
-                continue
+                if not keep_shadowed:
+                    continue
+                weak = True
             is_peak = True
             # cheap test first: the same electrode over time
             for dt in range(-exclude, exclude + 1):
@@ -110,8 +121,9 @@ def detect_peaks(
                     return n_out
                 out_t[n_out] = t
                 out_c[n_out] = c
+                out_w[n_out] = 1 if weak else 0
                 n_out += 1
-                if shadow > 0:
+                if shadow > 0 and not weak:
                     until = row0 + t + shadow
                     for k in range(shadow_neighbours.shape[1]):
                         n = shadow_neighbours[c, k]
@@ -178,5 +190,8 @@ def warm_up() -> None:
             until,
             value,
             nb,
+            np.full(2, 0.5, dtype=np.float32),
+            True,
+            np.zeros(4, dtype=np.uint8),
         )
     extract_snippets(buf, out_t[:1] + 2, out_c[:1], nb, 1, np.zeros((1, 3, 2), dtype=np.float32))

@@ -142,6 +142,36 @@ def _add_template(
 
 
 @numba.njit(cache=True, nogil=True)
+def _fit(
+    x: np.ndarray,
+    row: np.ndarray,
+    templates: np.ndarray,
+    support: np.ndarray,
+    inv_noise: np.ndarray,
+    u: int,
+    lag: int,
+) -> tuple[float, float]:
+    """``(<x, t>, <t, t>)`` in noise units for template ``u`` at ``lag`` on its electrodes."""
+    n_win, k_count = x.shape
+    s0 = max(0, -lag)
+    s1 = min(n_win, n_win - lag)
+    xt = 0.0
+    tt = 0.0
+    for k in range(k_count):
+        ch = row[k]
+        if ch < 0:
+            break
+        if support[u, ch] == 0:
+            continue
+        w2 = inv_noise[ch] * inv_noise[ch]
+        for s in range(s0, s1):
+            tv = templates[u, s + lag, ch]
+            xt += w2 * tv * x[s, k]
+            tt += w2 * tv * tv
+    return xt, tt
+
+
+@numba.njit(cache=True, nogil=True)
 def _energy(x: np.ndarray, row: np.ndarray, inv_noise: np.ndarray) -> float:
     """Sum of squares of ``x`` in noise units over the snippet's electrodes."""
     n_win, k_count = x.shape
@@ -296,11 +326,15 @@ def assign_spikes(
     hist_origin: np.ndarray,
     hist_unit: np.ndarray,
     hist_count: np.ndarray,
+    weak: np.ndarray,
+    confirm_max_score: float,
+    confirm_min_gain: float,
     out_units: np.ndarray,
     out_scores: np.ndarray,
     out_resid: np.ndarray,
     out_hidden: np.ndarray,
     out_hidden_dt: np.ndarray,
+    out_gain: np.ndarray,
 ) -> None:
     """Give each snippet the closest template among the units near its peak electrode.
 
@@ -333,6 +367,13 @@ def assign_spikes(
     below ``max_score``, or whose residual energy is below ``max_relative`` times its
     own energy (large spikes), gets that unit (``out_units``, else -1) and pulls its
     template toward itself by ``alpha`` (drift tracking). ``out_scores`` gets the score.
+
+    Weak snippets (``weak[i]`` non-zero: candidates below the detector's threshold) are
+    only confirmed: the best unit is kept when its score is at most
+    ``confirm_max_score`` and the template takes at least ``confirm_min_gain`` times its
+    own energy out of the snippet (``out_gain[i]`` = (||x||² - ||x - t||²) / ||t||² on
+    the template's electrodes, in noise units: 1 for an exact match, -1 for noise);
+    else ``out_units[i]`` is ``-3`` (drop it). No overlap search, no tracking.
     """
     n, n_win, k_count = snippets.shape
     cap = hist_origin.shape[0]
@@ -367,6 +408,21 @@ def assign_spikes(
         )
         out_hidden[i] = -1
         out_hidden_dt[i] = 0
+        out_gain[i] = 0.0
+        if weak[i] != 0:
+            out_scores[i] = best_score
+            out_units[i] = -3
+            if best >= 0 and best_score <= confirm_max_score:
+                xt, tt = _fit(x, row, templates, support, inv_noise, best, best_shift)
+                gain = (2.0 * xt - tt) / max(tt, 1e-12)
+                out_gain[i] = gain
+                if gain >= confirm_min_gain:
+                    out_units[i] = best
+                    slot = hist_count[0] % cap
+                    hist_origin[slot] = t0 - best_shift
+                    hist_unit[slot] = best
+                    hist_count[0] += 1
+            continue
         second = -1
         second_lag = 0
         if best >= 0 and best_score > pair_score:
@@ -466,9 +522,13 @@ def warm_up() -> None:
         np.zeros(4, dtype=np.int64),
         np.zeros(4, dtype=np.int32),
         np.zeros(1, dtype=np.int64),
+        np.zeros(1, dtype=np.uint8),
+        1.0,
+        0.5,
         np.zeros(1, dtype=np.int32),
         np.zeros(1, dtype=np.float32),
         np.zeros((1, 3, 2), dtype=np.float32),
         np.zeros(1, dtype=np.int32),
         np.zeros(1, dtype=np.int64),
+        np.zeros(1, dtype=np.float32),
     )

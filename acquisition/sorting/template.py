@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import multiprocessing
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -132,6 +133,9 @@ class OnlineTemplateSorter:
         self.mains = np.zeros(0, dtype=np.int64)
         self.hidden_near = np.zeros((self.n_channels, 0), dtype=np.uint8)
         self.hidden = _NO_HIDDEN
+        self.dropped: np.ndarray | None = None
+        self.gains = np.zeros(0, dtype=np.float32)
+        self.scores = np.zeros(0, dtype=np.float32)
         self.learning = True
         self._start: int | None = None
         self._next_recluster = 0
@@ -148,6 +152,8 @@ class OnlineTemplateSorter:
         self._hist_count = np.zeros(1, dtype=np.int64)
         self.n_assigned = 0
         self.n_unmatched = 0
+        self.n_confirmed = 0
+        self.n_rejected = 0
 
     @property
     def n_units(self) -> int:
@@ -260,10 +266,16 @@ class OnlineTemplateSorter:
     # ---------------------------------------------------------------- processing
 
     def process(self, det: Detections) -> np.ndarray:
-        """Unit ids (int32) for the spikes of ``det``, in order."""
+        """Unit ids (int32) for the spikes of ``det``, in order.
+
+        Weak candidates (``det.weak``) that match no unit well are not spikes: they get
+        -1 here and :meth:`with_hidden` drops them (during learning: all of them).
+        """
         n = len(det)
         units = np.full(n, -1, dtype=np.int32)
         self.hidden = _NO_HIDDEN
+        weak = det.weak
+        self.dropped = weak if weak is not None and weak.any() else None
         if det.noise is not None:
             self._noise = det.noise
         if self._start is None:
@@ -274,7 +286,13 @@ class OnlineTemplateSorter:
         self._poll_job()
         if self.learning:
             if self._pending is None:
-                self._learn_pool.add(det.channels, det.snippets, det.samples)
+                if self.dropped is not None:
+                    strong = ~self.dropped
+                    self._learn_pool.add(
+                        det.channels[strong], det.snippets[strong], det.samples[strong]
+                    )
+                else:
+                    self._learn_pool.add(det.channels, det.snippets, det.samples)
                 end_learning = self._start + round(self.config.learning_s * self.sample_rate)
                 if det.end_sample >= end_learning:
                     self._start_job(self._learn_pool, self.config.min_cluster_spikes, True)
@@ -286,6 +304,8 @@ class OnlineTemplateSorter:
             snippets = np.empty_like(det.snippets)
             hidden = np.empty(n, dtype=np.int32)
             hidden_dt = np.empty(n, dtype=np.int64)
+            gains = np.empty(n, dtype=np.float32)
+            weak_u8 = weak.view(np.uint8) if weak is not None else np.zeros(n, dtype=np.uint8)
             assign_spikes(
                 det.snippets,
                 det.samples,
@@ -308,20 +328,41 @@ class OnlineTemplateSorter:
                 self._hist_origin,
                 self._hist_unit,
                 self._hist_count,
+                weak_u8,
+                self.config.confirm_max_score,
+                self.config.confirm_min_gain,
                 units,
                 scores,
                 snippets,
                 hidden,
                 hidden_dt,
+                gains,
             )
+            self.gains, self.scores = gains, scores
             found = np.flatnonzero(hidden >= 0)
             if len(found):
                 keep = found[~self.muted[hidden[found]]]
                 self.hidden = (keep, hidden[keep], hidden_dt[keep])
+        if self.dropped is not None:
+            # a weak candidate: kept when it matched a unit that is reported
+            rejected = self.dropped & (units < 0)
+            if self.muted.any():
+                rejected |= self.dropped & (units >= 0) & self.muted[np.maximum(units, 0)]
+            n_weak = int(self.dropped.sum())
+            n_rej = int(rejected.sum())
+            self.n_confirmed += n_weak - n_rej
+            self.n_rejected += n_rej
+            units[rejected] = -1
+            self.dropped = rejected
+            n -= n_rej
+            if not rejected.any():
+                self.dropped = None
         if self.muted.any():
             hit = units >= 0
             units[hit & self.muted[np.maximum(units, 0)]] = -2
         miss = units == -1
+        if self.dropped is not None:
+            miss &= ~self.dropped
         n_miss = int(miss.sum())
         self.n_assigned += n - n_miss
         self.n_unmatched += n_miss
@@ -346,7 +387,19 @@ class OnlineTemplateSorter:
         it as a second template in the snippet. Its electrode is its unit's main
         electrode, its amplitude the template's trough there, its snippet the detected
         spike's. It may precede ``det.first_sample`` by up to ``hidden_max_ms``.
+
+        The weak candidates that :meth:`process` did not confirm are dropped.
         """
+        if self.dropped is not None:
+            keep = ~self.dropped
+            parent, hunits, dt = self.hidden
+            if len(parent):  # renumber the parents of the hidden spikes
+                parent = (np.cumsum(keep) - 1)[parent]
+                self.hidden = (parent, hunits, dt)
+            det, units = det.select(keep), units[keep]
+            self.dropped = None
+        if det.weak is not None:
+            det = replace(det, weak=None)
         parent, hunits, dt = self.hidden
         if not len(parent):
             return det, units

@@ -95,7 +95,7 @@ def test_five_electrode_spike_gives_one_event() -> None:
     plant(x, 5000, 6, 200.0, spread=2)  # electrodes 4..8, 80 µm tall
     det = make_detector(CFG, linear_positions(12), FS)
     assert det.neighbours.shape[1] == 5  # within 50 µm at 20 µm pitch: itself + 4
-    crossing = (x[4980:5020] < -5 * SIGMA).any(axis=0)
+    crossing: np.ndarray = np.asarray((x[4980:5020] < -5 * SIGMA).any(axis=0))
     assert crossing[4:9].all()  # really crosses on all five electrodes
     s, ch = collect(run(det, x, [5001, 5003]))
     assert len(s) == 1
@@ -177,3 +177,28 @@ def test_after_lobes_of_a_big_spike_are_shadowed() -> None:
     off = CFG.model_copy(update={"shadow_ms": 0.0})
     s, _ = collect(run(make_detector(off, linear_positions(4), FS), x, cuts))
     assert len(s) == 4
+
+
+def test_weak_peaks_are_flagged_and_strong_ones_unchanged() -> None:
+    x = noise(8000, 4, seed=13)
+    plant(x, 4000, 1, 120.0)  # strong (12 sigma)
+    plant(x, 5000, 2, 40.0)  # weak: between 3.5 and 5 sigma
+    x[6980:7040, 0] += 300.0 * spike_shape()
+    x[7010:7070, 0] += 80.0 * spike_shape()  # in the shadow of the spike before it
+    cuts = [4001, 5010, 7015]
+    base = run(make_detector(CFG, linear_positions(4), FS), x, cuts)
+    s0, c0 = collect(base)
+    assert all(d.weak is None for d in base)
+    cfg = CFG.model_copy(update={"weak_threshold": 3.5, "weak_shadowed": True})
+    dets = run(make_detector(cfg, linear_positions(4), FS), x, cuts)
+    s, c = collect(dets)
+    weak = np.concatenate([d.weak for d in dets])
+    assert np.array_equal(s[~weak], s0)
+    assert np.array_equal(c[~weak], c0)
+    assert np.abs(s0 - np.array([4000, 7000])).max() <= 2
+    found = s[weak]
+    assert np.abs(found[:, None] - np.array([5000, 7030])[None, :]).min(axis=0).max() <= 2
+    # a detector alone never reports them
+    strong = [d.strong() for d in dets]
+    assert all(d.weak is None for d in strong)
+    assert np.array_equal(collect(strong)[0], s0)

@@ -130,6 +130,7 @@ def test_new_unit_appears_after_learning() -> None:
     n_after_learning = None
     spikes = np.concatenate([b.spikes for b in out])
     n_after_learning = 4
+    assert pipe.sorter is not None
     assert pipe.sorter.n_units >= n_after_learning + 1
     gt = late[late > int(12 * FS)]
     tail = spikes[spikes["sample"] > int(12 * FS)]
@@ -172,7 +173,7 @@ def _two_unit_kernel_inputs():
 
 
 def _assign(snippets, samples, channels, templates, neighbours, candidates, support, trough,
-            near=None):  # fmt: skip
+            near=None, weak=None, gains=None):  # fmt: skip
     """Run the matching kernel; (units, residual snippets, hidden units, hidden lags)."""
     from acquisition.kernels.sort import assign_spikes
 
@@ -187,7 +188,9 @@ def _assign(snippets, samples, channels, templates, neighbours, candidates, supp
         snippets, samples, channels, neighbours, candidates, templates.copy(), support,
         trough, np.full(4, 1 / 8.0, dtype=np.float32), 4.0, 0.5, 0.0, 1, 1.3, 25.0, 12, 1.15,
         np.ones((4, 2), np.uint8) if near is None else near, *hist,
+        np.zeros(n, np.uint8) if weak is None else weak.astype(np.uint8), 1.2, 0.5,
         units, scores, resid, hidden, hidden_dt,
+        np.zeros(n, np.float32) if gains is None else gains,
     )  # fmt: skip
     return units, resid, hidden, hidden_dt
 
@@ -242,3 +245,49 @@ def test_spike_hidden_by_a_larger_one_is_reported() -> None:
         assert units[0] == 0
         found += hidden[0] == 1 and abs(dt[0] - lag) <= 1
     assert found >= 16
+
+
+def test_weak_candidates_are_kept_only_when_they_match() -> None:
+    templates, nb, cand, support, trough = _two_unit_kernel_inputs()
+    templates *= 0.4  # faint units: troughs of 40 and 36 µV over noise of 8 µV
+    rng = np.random.default_rng(3)
+    n_win = templates.shape[1]
+    n = 40
+    snippets = rng.normal(0, 8.0, size=(2 * n, n_win, 4)).astype(np.float32)
+    snippets[:n] += templates[0]  # faint spikes; the rest: noise alone
+    samples = np.arange(2 * n, dtype=np.int64) * 1000  # far apart: nothing to peel
+    weak = np.ones(2 * n, dtype=bool)
+    gains = np.zeros(2 * n, dtype=np.float32)
+    units, _, hidden, _ = _assign(snippets, samples, np.zeros(2 * n, np.int32), templates, nb,
+                                  cand, support, trough, weak=weak, gains=gains)  # fmt: skip
+    assert (units[:n] == 0).sum() >= 0.8 * n
+    assert (units[n:] == -3).all()  # noise: dropped
+    assert (hidden == -1).all()
+    assert np.median(gains[:n][units[:n] == 0]) > 0.5
+
+
+def test_weak_candidates_are_reported_only_when_confirmed() -> None:
+    x, pos, _ = toy_recording(9.0, seed=4)
+    base = {"sorter": {"learning_s": 4.0, "recluster_every_s": 1e6}}
+    weak = {**base, "detection": {"weak_threshold": 3.5, "weak_shadowed": True}}
+    out = {}
+    for name, cfg in (("base", base), ("weak", weak)):
+        pipe = OnlinePipeline(AcquisitionConfig.model_validate(cfg), pos, FS)
+        batches = [
+            pipe.process(Chunk(x[a : a + 450], a, a / FS, FS)) for a in range(0, len(x), 450)
+        ]
+        spikes = np.concatenate([b.spikes for b in batches])
+        assert (np.diff(spikes["sample"]) >= 0).all()
+        out[name] = (spikes, pipe.sorter)
+    (s0, _), (s1, sorter) = out["base"], out["weak"]
+    assert sorter is not None
+    learn_end = int(4.0 * FS)
+    # during learning the weak candidates are never reported
+    np.testing.assert_array_equal(
+        s0["sample"][s0["sample"] < learn_end - 100], s1["sample"][s1["sample"] < learn_end - 100]
+    )
+    # after it, each one reported was confirmed as a unit's spike: all are labelled
+    extra = np.setdiff1d(s1["sample"], s0["sample"])
+    assert sorter.n_rejected > 0
+    assert (s1["unit"][np.isin(s1["sample"], extra)] >= 0).all()
+    assert len(extra) <= sorter.n_confirmed
