@@ -76,6 +76,16 @@ class LoopConfig(StrictModel):
         "sleeping until this long after it was due (lower, steadier latency for about "
         "2 x this per chunk of one core)",
     )
+    rehearse_ms: float = Field(
+        1.0,
+        ge=0,
+        le=1000,
+        description="0: off. Above 0: when this long has passed without a command, "
+        "the loop's thread, after a chunk, puts a command made by each policy through "
+        "the envelope's check and the encoding, and sends nothing. Code run only every "
+        "few tens of ms has left the processor's cache by then and runs several times "
+        "slower; this keeps the command path warm (a few % of one core)",
+    )
     max_staleness_ms: float = Field(
         50.0,
         gt=0,
@@ -151,6 +161,7 @@ class LatencyTracer:
         self._recent_total_ms: collections.deque[float] = collections.deque(maxlen=10_000)
         self.rejected_by_envelope = 0
         self.status_counts: dict[str, int] = {}
+        self._early: collections.OrderedDict[uuid.UUID, list[Ack]] = collections.OrderedDict()
 
     def on_command(self, cmd: AnyStimCommand, chunk_end: float, pulled: float, at: float) -> None:
         trace = Trace(
@@ -166,6 +177,8 @@ class LatencyTracer:
             self._traces[cmd.command_id] = trace
             if len(self._traces) > self._max:
                 self._traces.popitem(last=False)
+            for ack in self._early.pop(cmd.command_id, ()):
+                self._apply(trace, ack)
 
     def on_rejected(self, cmd: AnyStimCommand, rule: str) -> None:
         with self._lock:
@@ -182,18 +195,27 @@ class LatencyTracer:
                 return
             trace = self._traces.get(ack.command_id)
             if trace is None:
+                # the hot path records a command after sending it: its first ack can
+                # (rarely) come back first; it is applied when the command is recorded
+                self._early.setdefault(ack.command_id, []).append(ack)
+                if len(self._early) > 1_000:
+                    self._early.popitem(last=False)
                 return
-            if trace.received is None:
-                self._recent_total_ms.append((ack.received - trace.cause_time) * 1e3)
-            if trace.received is None or ack.received < trace.received:
-                trace.received = ack.received
-            trace.sent = ack.sent if ack.sent is not None else trace.sent
-            if ack.status == "executed":
-                trace.executed = ack.executed_at
-                trace.start_sample = ack.start_sample
-            if ack.status != "accepted":
-                trace.status = ack.status
-                trace.rule = ack.rule
+            self._apply(trace, ack)
+
+    def _apply(self, trace: Trace, ack: Ack) -> None:
+        """Fold ``ack`` into ``trace`` (the caller holds the lock)."""
+        if trace.received is None:
+            self._recent_total_ms.append((ack.received - trace.cause_time) * 1e3)
+        if trace.received is None or ack.received < trace.received:
+            trace.received = ack.received
+        trace.sent = ack.sent if ack.sent is not None else trace.sent
+        if ack.status == "executed":
+            trace.executed = ack.executed_at
+            trace.start_sample = ack.start_sample
+        if ack.status != "accepted":
+            trace.status = ack.status
+            trace.rule = ack.rule
 
     def recent_total_ms(self) -> np.ndarray:
         """Spike-to-driver latency (ms) of the last (up to) 10 000 commands received."""
@@ -314,6 +336,11 @@ class HotPath:
             s.commands += len(made)
         s.processing_s.append(now() - t0)
         return (batch, [], made) if stale else (batch, made, [])
+
+    def rehearsals(self, at: float) -> list[AnyStimCommand]:
+        """What the policies would send at LSL time ``at``, made the way they make
+        commands and changing nothing (see ``LoopConfig.rehearse_ms``)."""
+        return [cmd for p in self.policies if (cmd := p.rehearsal(at)) is not None]
 
     def _keep(self, batch: SpikeBatch, decoded: DecoderOutput | None) -> None:
         if len(batch) and self._raster_n < self._max_raster:

@@ -55,6 +55,7 @@ from stimulators.config import MqttConfig, effective_mqtt
 from stimulators.drivers import NEEDS_SIM_RIG
 from stimulators.mqtt import StimPublisher
 from stimulators.policies import AnyStimCommand, make_policy
+from stimulators.policies import kernels as policy_kernels
 
 log = logging.getLogger(__name__)
 
@@ -385,6 +386,8 @@ class LoopService(Service):
     ) -> None:
         rate = hot.acquisition.sample_rate
         poll_s = self.runtime.loop_config.poll_ahead_ms / 1000.0
+        rehearse_s = self.runtime.loop_config.rehearse_ms / 1000.0
+        acted = 0.0  # LSL time of the last command or rehearsal
         expected: float | None = None  # LSL time the next chunk should be complete
         while not self._stop.is_set():
             if poll_s > 0 and expected is not None:
@@ -401,9 +404,13 @@ class LoopService(Service):
                     # act first, record after: from this thread, the publisher writes
                     # each command to the broker before submit returns
                     at = now()
+                    rejected = self._submit(commands)
+                    tracer = self.runtime.tracer
                     for cmd in commands:
-                        self.runtime.tracer.on_command(cmd, chunk_end, pulled, at)
-                    self._submit(commands)
+                        tracer.on_command(cmd, chunk_end, pulled, at)
+                    for cmd, rule in rejected:
+                        tracer.on_rejected(cmd, rule)
+                    acted = at
                 if recorder is not None:
                     recorder.write(chunk)
                     recorder.write_spikes(batch)
@@ -413,6 +420,9 @@ class LoopService(Service):
                         recorder.write_event(
                             "stim_decision", sent=False, reason="stale", command=decision(cmd)
                         )
+            if rehearse_s > 0 and chunks and now() - acted >= rehearse_s:
+                acted = now()
+                self._rehearse(hot, acted)
 
     def _poll(self, inlet: LslInlet, expected: float, poll_s: float) -> list[Chunk]:
         """Sleep until ``poll_s`` before the next chunk is due, then poll for it without
@@ -429,17 +439,26 @@ class LoopService(Service):
                 return chunks
         return inlet.pull(timeout=0.05)
 
-    def _submit(self, commands: list[AnyStimCommand]) -> None:
+    def _rehearse(self, hot: HotPath, at: float) -> None:
         pub = self.runtime.publisher
+        if pub is not None:
+            for cmd in hot.rehearsals(at):
+                pub.rehearse(cmd)
+
+    def _submit(self, commands: list[AnyStimCommand]) -> list[tuple[AnyStimCommand, str]]:
+        """Hand ``commands`` to the publisher; returns those refused, with the rule."""
+        pub = self.runtime.publisher
+        rejected: list[tuple[AnyStimCommand, str]] = []
         for cmd in commands:
             if pub is None:
-                self.runtime.tracer.on_rejected(cmd, "publisher.unavailable")
+                rejected.append((cmd, "publisher.unavailable"))
                 continue
             try:
                 pub.submit(cmd)
             except SafetyViolation as exc:
                 log.warning("policy command rejected by the envelope: %s", exc)
-                self.runtime.tracer.on_rejected(cmd, exc.rule)
+                rejected.append((cmd, exc.rule))
+        return rejected
 
     def metrics(self) -> dict[str, Any]:
         hot = self.runtime.hot
@@ -488,6 +507,7 @@ def warm_up_all(config: BciConfig) -> None:
     process warms up its own kernels.)"""
     OnlinePipeline.warm_up()
     safety_kernels.warm_up()
+    policy_kernels.warm_up()
     if (config.loop or LoopConfig()).sort:
         # the sorter's first learning step would otherwise import scikit-learn (about
         # 1 s holding the interpreter) in the middle of the loop

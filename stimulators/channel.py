@@ -49,6 +49,18 @@ OnMessage = Callable[[str, bytes, float], None]
 _POLL_S = 0.05  # the network thread's longest sleep (keepalive, stop, reconnect checks)
 
 
+class _Packed(Properties):
+    """MQTT 5 properties packed once, by :meth:`freeze`, and never changed after."""
+
+    _packed: bytes | None = None
+
+    def freeze(self) -> None:
+        object.__setattr__(self, "_packed", super().pack())  # paho vets property names
+
+    def pack(self) -> bytes:
+        return super().pack() if self._packed is None else self._packed
+
+
 class CommandChannel:
     """One MQTT connection whose reads and writes never wait for an event loop.
 
@@ -248,12 +260,14 @@ class CommandChannel:
         return True
 
     def _expiry(self, seconds: int) -> Properties:
-        """PUBLISH properties with a message expiry (built once per value: paho packs
-        them on each publish and never changes them)."""
+        """PUBLISH properties with a message expiry (built and packed once per value:
+        paho would pack them again on each publish, which costs more than the rest of
+        the packet)."""
         props = self._expiry_props.get(seconds)
         if props is None:
-            props = Properties(PacketTypes.PUBLISH)
+            props = _Packed(PacketTypes.PUBLISH)
             props.MessageExpiryInterval = seconds
+            props.freeze()
             if len(self._expiry_props) < 64:
                 self._expiry_props[seconds] = props
         return props

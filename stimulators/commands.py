@@ -12,6 +12,7 @@ power mW; frequency Hz.
 from __future__ import annotations
 
 import math
+import random
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -181,4 +182,8 @@ class Ack(StrictModel):
 
 
 def new_command_id() -> uuid.UUID:
-    return uuid.uuid4()
+    """A random (version 4) UUID, from the interpreter's generator rather than the
+    operating system's: ``uuid.uuid4()`` makes a system call, 25 µs on the hot path
+    once its code has left the cache. Ids only need to be unique, and this generator
+    is seeded from the system's entropy in each process (forked children reseed)."""
+    return uuid.UUID(int=random.getrandbits(128), version=4)

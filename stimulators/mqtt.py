@@ -376,6 +376,19 @@ class StimPublisher:
             if self._queue or not self._send_direct(command):
                 self._enqueue(command)
 
+    def rehearse(self, command: AnyCommand) -> None:
+        """Put ``command`` through what :meth:`submit` does before the socket (the
+        envelope's check, the stamping and the encoding) and send nothing, changing no
+        state: run between real commands, it keeps that code in the processor's cache
+        (see ``loop.rehearse_ms``). A command the envelope would refuse is ignored."""
+        envelope = self.envelopes.get(command.device)
+        if envelope is None or command.rig != self.rig:
+            return
+        t = now()
+        with self._lock, contextlib.suppress(SafetyViolation):
+            envelope.check(command, t)
+        command.model_copy(update={"sent": t}).model_dump_json().encode()
+
     def _ready(self, device: str) -> bool:
         return not self.wait_ready or self.device_states.get(device) == "ready"
 

@@ -114,6 +114,8 @@ def _max_window(
 
 def _pulse_bins(start: float, n: int, frequency: float, amount: float) -> tuple[int, np.ndarray]:
     """Bin index of the first pulse and the amount per bin of ``n`` point pulses."""
+    if n == 1:  # the common case, without the array arithmetic (same result)
+        return math.floor(start / BIN_S), np.full(1, float(amount))
     bins = np.floor((start + np.arange(n) / frequency) / BIN_S).astype(np.int64)
     first = int(bins[0])
     return first, np.bincount(bins - first).astype(float) * amount
@@ -218,11 +220,15 @@ class SafetyEnvelope:
             self.stopped(admission.start)
             return
         for electrode, last_pulse, end, first, charge in admission.electrical:
-            est = self._estate.setdefault(electrode, _ElectrodeState())
+            est = self._estate.get(electrode)
+            if est is None:  # not setdefault: a state's ledger is 128 kB of fresh zeros
+                est = self._estate[electrode] = _ElectrodeState()
             est.last_pulse, est.last_end = last_pulse, end
             est.charge.add(first, charge, admission.floor)
         for site, end, run, first, energy, on in admission.optical:
-            sst = self._sstate.setdefault(site, _SiteState())
+            sst = self._sstate.get(site)
+            if sst is None:
+                sst = self._sstate[site] = _SiteState()
             sst.last_end, sst.last_run_s = end, run
             sst.energy.add(first, energy, admission.floor)
             sst.on_time.add(first, on, admission.floor)

@@ -117,6 +117,12 @@ class Policy(ABC):
     def reset(self) -> None:
         """Forget all state (pending triggers, integrators)."""
 
+    def rehearsal(self, at: float) -> AnyStimCommand | None:
+        """A command like the next one this policy would make at LSL time ``at``, built
+        the same way but changing nothing, for :meth:`bci.loop.HotPath.rehearse`
+        (``None``: this policy has no latency to save)."""
+        return None
+
     def status(self) -> dict[str, float]:
         """Figures for the progress display and the report (override)."""
         return {"commands": float(self.commands_made)}

@@ -136,3 +136,64 @@ async def test_a_command_submitted_from_another_thread_is_on_the_wire_when_submi
         assert ack.status == "executed"
         assert ack.sent is not None
         assert ack.sent <= ack.received
+
+
+async def test_a_rehearsal_sends_nothing_and_changes_nothing(
+    mqtt_broker: Any, rig_name: str
+) -> None:
+    """``StimPublisher.rehearse`` runs the envelope's check and the encoding of a
+    command between real ones (``loop.rehearse_ms``): no state of the envelope
+    changes, nothing reaches the driver, and the next real command goes out as usual."""
+    import copy
+
+    async with loop_setup(mqtt_broker, rig_name) as (pub, driver, log):
+        async with asyncio.timeout(5):
+            await pub.wait_device_ready("stim0")
+        first = electrical(rig=rig_name, deadline=now() + 2.0)
+        await asyncio.to_thread(pub.submit, first)
+        async with asyncio.timeout(5):
+            await pub.wait_ack(first.command_id)
+        envelope = pub.envelopes["stim0"]
+        ledger = copy.deepcopy(envelope._estate)
+        published = pub.stats.published
+        # one the envelope would accept, one it would refuse (amplitude), and one for a
+        # device nobody knows: all three only rehearsed
+        for cmd in (
+            electrical(rig=rig_name, deadline=now() + 2.0, electrodes=[2]),
+            electrical(rig=rig_name, deadline=now() + 2.0, amplitudes_ua=(1e5, 1e5)),
+            electrical(rig=rig_name, deadline=now() + 2.0, device="nobody"),
+        ):
+            await asyncio.to_thread(pub.rehearse, cmd)
+        assert pub.stats.published == published
+        assert pub.stats.submitted == 1
+        assert envelope._estate.keys() == ledger.keys()
+        for electrode, state in ledger.items():
+            now_state = envelope._estate[electrode]
+            assert (now_state.last_pulse, now_state.last_end) == (
+                state.last_pulse,
+                state.last_end,
+            )
+            assert (now_state.charge.data == state.charge.data).all()
+        await asyncio.sleep(0.3)
+        assert [a.command_id for a in log.acks if a.command_id != first.command_id] == []
+        assert len(driver.executed) == 1
+        second = electrical(rig=rig_name, deadline=now() + 2.0, electrodes=[2])
+        await asyncio.to_thread(pub.submit, second)
+        async with asyncio.timeout(5):
+            ack = await pub.wait_ack(second.command_id)
+        assert ack.status == "executed"
+
+
+def test_expiry_properties_are_packed_once_as_paho_would_pack_them() -> None:
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from stimulators.channel import _Packed
+
+    for seconds in (1, 7, 300, 2**31):
+        ours = _Packed(PacketTypes.PUBLISH)
+        ours.MessageExpiryInterval = seconds
+        ours.freeze()
+        paho_props = Properties(PacketTypes.PUBLISH)
+        paho_props.MessageExpiryInterval = seconds
+        assert ours.pack() == paho_props.pack()

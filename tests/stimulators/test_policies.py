@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bci.types import SPIKE_DTYPE, SpikeBatch
-from stimulators.commands import ElectricalPulseTrain, OpticalPulseTrain
+from stimulators.commands import ElectricalPulseTrain, OpticalPulseTrain, command_adapter
 from stimulators.policies import make_policy
 from stimulators.policies.decoder_driven import DecoderDrivenParams
 from stimulators.policies.rate_clamp import RateClampParams, RateClampPolicy
@@ -192,3 +192,39 @@ def test_decoder_driven_from_decoded_values() -> None:
     out = policy.process(batch(0, [], n=4500), 0.2, decoded)
     assert [c.cause.sample for c in out] == [3000, 4500]
     assert [c.amplitudes_ua[0] for c in out if isinstance(c, ElectricalPulseTrain)] == [8.0, 20.0]
+
+
+def test_spike_triggered_rehearsals_change_no_decision_and_are_valid_commands() -> None:
+    """``rehearsal`` (run between chunks by ``loop.rehearse_ms``) builds a command the
+    way a trigger does and leaves the policy as it was; the commands a trigger stamps
+    from the validated prototype survive a validating round trip unchanged."""
+    params = SpikeTriggeredParams(
+        device="stim0", units=[2], delay_ms=1.0, lockout_ms=10, deadline_ms=5, command=ELECTRICAL
+    )
+    plain = SpikeTriggeredPolicy(params, "rig0", FS)
+    rehearsed = SpikeTriggeredPolicy(params, "rig0", FS)
+    times = {15: 2, 150: 2, 240: 1, 600: 2, 609: 2, 29: 2}
+    got: dict[str, list] = {"plain": [], "rehearsed": []}
+    for k in range(40):
+        first = k * CHUNK
+        spikes = [(s, u) for s, u in times.items() if first <= s < first + CHUNK]
+        now = (first + CHUNK) / FS
+        got["plain"].extend(plain.process(batch(first, spikes), now))
+        got["rehearsed"].extend(rehearsed.process(batch(first, spikes), now))
+        rehearsal = rehearsed.rehearsal(now)
+        assert isinstance(rehearsal, ElectricalPulseTrain)
+        assert command_adapter.validate_json(rehearsal.model_dump_json()) == rehearsal
+    strip = {"command_id"}
+    assert [c.model_dump(exclude=strip) for c in got["plain"]] == [
+        c.model_dump(exclude=strip) for c in got["rehearsed"]
+    ]
+    assert (plain.triggers, plain.locked_out) == (rehearsed.triggers, rehearsed.locked_out)
+    sent = got["plain"]
+    assert [c.cause.sample for c in sent] == [15, 600]
+    assert len({c.command_id for c in sent}) == len(sent)
+    for cmd in sent:
+        assert command_adapter.validate_json(cmd.model_dump_json()) == cmd
+        assert cmd.command_id.version == 4
+    # the prototype's electrode list is the template's, never shared with it
+    assert sent[0].electrodes == [3]
+    assert sent[0].electrodes is not params.command.electrodes

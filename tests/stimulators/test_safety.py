@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bci.errors import SafetyViolation
-from stimulators.safety import RULES, SafetyEnvelope, _max_window, _Ring
+from stimulators.safety import BIN_S, RULES, SafetyEnvelope, _max_window, _pulse_bins, _Ring
 from tests.stimulators.helpers import (
     electrical,
     electrical_device,
@@ -348,3 +348,17 @@ def max_window_numpy(
     csum = np.concatenate(([0.0], np.cumsum(total)))
     span = window_bins + 1
     return float(np.max(csum[span:] - csum[:-span]))
+
+
+@given(
+    start=st.floats(0.0, 1e6, allow_nan=False),
+    frequency=st.floats(0.5, 1e4, allow_nan=False),
+    amount=st.floats(0.0, 100.0, allow_nan=False),
+)
+def test_a_single_pulse_lands_in_the_same_bin_as_in_the_general_formula(
+    start: float, frequency: float, amount: float
+) -> None:
+    bins = np.floor((start + np.arange(1) / frequency) / BIN_S).astype(np.int64)
+    first, amounts = _pulse_bins(start, 1, frequency, amount)
+    assert first == int(bins[0])
+    assert amounts.tolist() == (np.bincount(bins - bins[0]).astype(float) * amount).tolist()
