@@ -119,6 +119,9 @@ class TemplateSorterConfig(StrictModel):
     merge_noise_factor: float = Field(
         0.0, ge=0, description="also merge when closer than this x the estimation noise"
     )
+    whiten_clustering: bool = Field(
+        False, description="cluster again with the noise decorrelated across electrodes"
+    )
     match_threshold: float = Field(4.0, gt=0, description="max RMS residual, in noise units")
     match_relative: float = Field(
         0.5, ge=0, lt=1, description="or: max residual energy / snippet energy (big spikes)"

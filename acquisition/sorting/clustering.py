@@ -102,6 +102,54 @@ def _reassign_noise(features: np.ndarray, labels: np.ndarray, factor: float = 2.
     return out
 
 
+def spatial_correlation(
+    channels: np.ndarray,
+    snippets: np.ndarray,
+    groups: dict[int, list[np.ndarray]],
+    neighbours: np.ndarray,
+    noise: np.ndarray,
+    positions_um: np.ndarray,
+    bin_um: float = 5.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Correlation of the noise between two electrodes as a function of their distance,
+    from the residuals of clustered snippets (member minus its cluster's median, in noise
+    units); ``groups[c]`` holds the clusters (indices into the snippets whose peak
+    electrode is ``c``). Returns ``(bin edges µm, correlation per bin)``, 1 at 0 µm; a
+    bin with no pair gets 0."""
+    pos = np.asarray(positions_um, dtype=np.float64)
+    edges = np.arange(0.0, 2.0 * float(np.ptp(pos, axis=0).max()) + 2 * bin_um, bin_um)
+    total = np.zeros(len(edges))
+    count = np.zeros(len(edges))
+    for c, clusters in groups.items():
+        sel = np.flatnonzero(channels == c)
+        nb = neighbours[c]
+        nb = nb[nb >= 0]
+        d = np.sqrt(((pos[nb][:, None, :] - pos[nb][None, :, :]) ** 2).sum(-1))
+        b = np.minimum(np.digitize(d, edges) - 1, len(edges) - 1).ravel()
+        x = snippets[sel][:, :, : len(nb)] / noise[nb][None, None, :]
+        for m in clusters:
+            r = x[m] - np.median(x[m], axis=0)
+            cov = np.einsum("nsk,nsl->kl", r, r) / (r.shape[0] * r.shape[1])
+            np.add.at(total, b, cov.ravel())
+            np.add.at(count, b, 1.0)
+    rho = np.where(count > 0, total / np.maximum(count, 1.0), 0.0)
+    return edges, rho / max(float(rho[0]), 1e-12)
+
+
+def _whitener(
+    nb: np.ndarray, positions_um: np.ndarray, edges: np.ndarray, rho: np.ndarray
+) -> np.ndarray:
+    """``S^-1/2`` for the electrodes ``nb`` (no padding), ``S`` their noise correlation
+    by distance (eigenvalues floored at 5 % of the largest)."""
+    pos = np.asarray(positions_um, dtype=np.float64)[nb]
+    d = np.sqrt(((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1))
+    corr = rho[np.minimum(np.digitize(d, edges) - 1, len(rho) - 1)]
+    np.fill_diagonal(corr, 1.0)
+    w, v = np.linalg.eigh((corr + corr.T) / 2)
+    w = np.maximum(w, 0.05 * w.max())
+    return np.asarray((v / np.sqrt(w)) @ v.T)
+
+
 def dense_template(
     snippets: np.ndarray, channel: int, neighbours: np.ndarray, n_channels: int
 ) -> np.ndarray:
@@ -229,6 +277,7 @@ def learn_templates(
     merge_radius_um: float,
     merge_noise_factor: float = 0.0,
     seed: int = 0,
+    whiten: bool = False,
 ) -> list[tuple[np.ndarray, int, float]]:
     """Templates from a pool of spikes: ``channels`` (peak electrode per spike) and
     ``snippets`` ``(n, n_window, k)`` on ``neighbours[channel]``.
@@ -236,17 +285,39 @@ def learn_templates(
     Returns ``(template (n_window, n_channels) µV, n_spikes, spread)`` per unit, where
     ``spread`` is the median RMS deviation of the members from the template in noise
     units (about 1 for a clean unit, more for a mixture).
+
+    With ``whiten``, the noise correlation between electrodes (by distance) is measured on
+    the residuals of a first clustering, and the snippets are clustered again decorrelated
+    across electrodes (units alike on correlated noise separate); templates are medians
+    of the raw snippets either way.
     """
     n_channels = neighbours.shape[0]
     noise = np.maximum(np.asarray(noise, dtype=np.float64), 1e-6)
     templates: list[np.ndarray] = []
     counts: list[int] = []
     spreads: list[float] = []
+    groups: dict[int, list[np.ndarray]] = {}
     for c in np.unique(channels):
         sel = np.flatnonzero(channels == c)
         nb = neighbours[c]
         inv = np.where(nb >= 0, 1.0 / noise[np.maximum(nb, 0)], 0.0)
-        for members in cluster_channel(snippets[sel], inv, n_components, min_size, seed):
+        groups[int(c)] = cluster_channel(snippets[sel], inv, n_components, min_size, seed)
+    if whiten and groups:
+        edges, rho = spatial_correlation(
+            channels, snippets, groups, neighbours, noise, positions_um
+        )
+        for c in groups:
+            sel = np.flatnonzero(channels == c)
+            nb = neighbours[c]
+            k = int((nb >= 0).sum())
+            x = snippets[sel][:, :, :k] / noise[nb[:k]][None, None, :]
+            xw = (x @ _whitener(nb[:k], positions_um, edges, rho)).astype(np.float32)
+            groups[c] = cluster_channel(xw, np.ones(k), n_components, min_size, seed)
+    for c, clusters in groups.items():
+        sel = np.flatnonzero(channels == c)
+        nb = neighbours[c]
+        inv = np.where(nb >= 0, 1.0 / noise[np.maximum(nb, 0)], 0.0)
+        for members in clusters:
             t = dense_template(snippets[sel[members]], int(c), neighbours, n_channels)
             templates.append(t)
             counts.append(len(members))

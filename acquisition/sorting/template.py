@@ -176,6 +176,7 @@ class OnlineTemplateSorter:
             "merge_radius_um": self._radius,
             "merge_noise_factor": cfg.merge_noise_factor,
             "seed": cfg.seed,
+            "whiten": cfg.whiten_clustering,
         }
         return args, kwargs
 
