@@ -92,7 +92,11 @@ class GcPauses:
 
 
 def make_config(
-    url: str | None, sort: bool, chunk_ms: float, poll_ahead_ms: float = 0.0
+    url: str | None,
+    sort: bool,
+    chunk_ms: float,
+    poll_ahead_ms: float = 0.0,
+    rehearse_ms: float = 1.0,
 ) -> BciConfig:
     data: dict[str, Any] = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
     data["rig"] = f"latency{os.getpid()}"
@@ -104,6 +108,7 @@ def make_config(
         "source": {"kind": "sim_rig"},
         "sort": sort,
         "poll_ahead_ms": poll_ahead_ms,
+        "rehearse_ms": rehearse_ms,
         "policies": [
             {
                 "kind": "spike_triggered",
@@ -143,6 +148,12 @@ def main() -> int:
         default=0.0,
         help="loop.poll_ahead_ms: poll for each chunk from this long before it is due",
     )
+    parser.add_argument(
+        "--rehearse-ms",
+        type=float,
+        default=1.0,
+        help="loop.rehearse_ms: keep the command path warm between commands (0 = off)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     # liblsl reads its config at first use: only its warnings, as under `bci`
@@ -157,7 +168,7 @@ def main() -> int:
             url, broker_name = broker.url, "private Mosquitto"
         elif not url:
             broker_name = "embedded amqtt"
-        config = make_config(url, args.sort, args.chunk_ms, args.poll_ahead_ms)
+        config = make_config(url, args.sort, args.chunk_ms, args.poll_ahead_ms, args.rehearse_ms)
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         what = (
             "sorted units" if args.sort else f"any detected spike ({LOOKAHEAD_MS:g} ms lookahead)"
@@ -165,7 +176,8 @@ def main() -> int:
         print(
             f"closed loop: spike-triggered, {args.chunk_ms:g} ms chunks, "
             f"{what}, broker {broker_name}, "
-            f"poll ahead {args.poll_ahead_ms:g} ms, {args.seconds:g} s ...",
+            f"poll ahead {args.poll_ahead_ms:g} ms, rehearse every {args.rehearse_ms:g} ms, "
+            f"{args.seconds:g} s ...",
             flush=True,
         )
         gc_pauses = GcPauses()
