@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pylsl
 import yaml
 
 from acquisition.config import AcquisitionConfig
@@ -84,13 +83,6 @@ def _acquisition_config(runtime: Runtime) -> AcquisitionConfig:
         )
         cfg = cfg.model_copy(update={"inlet": inlet})
     return cfg
-
-
-def _full_info(inlet: LslInlet, timeout: float = 5.0) -> pylsl.StreamInfo:
-    """The stream's full description (a resolved StreamInfo lacks ``desc``)."""
-    if inlet._inlet is None:  # opened just before; the inlet keeps its pylsl handle
-        raise ServiceError("the inlet is not connected")
-    return inlet._inlet.info(timeout)
 
 
 def build_hot_path(
@@ -339,13 +331,14 @@ class LoopService(Service):
         rt = self.runtime
         self._stop.clear()
         recorder: SessionRecorder | None = None
-        # kernels were compiled before the services started (warm_up_all); opening the
-        # inlet only now means no backlog piles up while anything else gets ready
+        # kernels were compiled before the services started (warm_up_all); the samples
+        # start flowing only once the hot path is built, so no backlog piles up while
+        # anything gets ready (its first chunks would be stale: no command from them)
         inlet = LslInlet(_acquisition_config(rt).inlet)
-        await asyncio.to_thread(inlet.open)
+        await asyncio.to_thread(inlet.open, start=False)
         rt.inlet_faults = inlet.faults  # the inlet's own bounded record, read at the end
         try:
-            info = await asyncio.to_thread(_full_info, inlet)
+            info = await asyncio.to_thread(inlet.full_info)
             positions = read_positions(info)
             if positions is None:
                 raise ConfigError(
@@ -365,6 +358,8 @@ class LoopService(Service):
                     rig=rt.config.rig,
                 ).start()
                 rt.recorder = recorder
+            settle_heap()  # what the services built, too: before any sample flows
+            await asyncio.to_thread(inlet.start)
             ready()
             await asyncio.to_thread(self._pull_loop, inlet, hot, recorder)
         finally:

@@ -123,11 +123,17 @@ class LslInlet:
         self._stalled = False
         self._offset = 0.0  # sender clock -> local LSL clock, s
         self._next_offset_check = 0.0
+        self._started = False  # open_stream called on the current connection
 
     # ---------------------------------------------------------------- connection
 
-    def open(self, timeout: float | None = None) -> None:
+    def open(self, timeout: float | None = None, *, start: bool = True) -> None:
         """Resolve and open the stream; check it matches the config.
+
+        With ``start=False`` the inlet is connected (:meth:`full_info` works) but no
+        sample flows until :meth:`start`: a consumer that has set-up work to do after
+        reading the description starts the data when it is ready to pull, so no
+        backlog piles up meanwhile.
 
         Raises :class:`StreamError` when it cannot be found or does not match (wrong
         channel count, rate, or format).
@@ -135,7 +141,20 @@ class LslInlet:
         _warm_up_kernels()
         info = resolve_stream(self.config, timeout)
         self._check(info)
-        self._connect(info, timeout)
+        self._connect(info, timeout, start=start)
+
+    def start(self, timeout: float | None = None) -> None:
+        """Start the samples flowing (after ``open(start=False)``; a no-op otherwise)."""
+        if self._inlet is None:
+            raise StreamError("the inlet is not connected")
+        if not self._started:
+            self._open_stream(self._inlet, self.info, timeout)
+
+    def full_info(self, timeout: float = 5.0) -> pylsl.StreamInfo:
+        """The stream's full description (a resolved StreamInfo lacks ``desc``)."""
+        if self._inlet is None:
+            raise StreamError("the inlet is not connected")
+        return self._inlet.info(timeout)
 
     def _check(self, info: pylsl.StreamInfo) -> None:
         cfg = self.config
@@ -170,7 +189,7 @@ class LslInlet:
         ):
             raise StreamError(f"the source came back with another shape or rate: {desc}")
 
-    def _connect(self, info: pylsl.StreamInfo, timeout: float | None) -> None:
+    def _connect(self, info: pylsl.StreamInfo, timeout: float | None, start: bool = True) -> None:
         inlet = pylsl.StreamInlet(
             info,
             max_buflen=self.config.max_buffer_s,
@@ -179,10 +198,9 @@ class LslInlet:
             # the clock offset is applied to chunk times only (see _clock_offset)
             processing_flags=0,
         )
-        try:
-            inlet.open_stream(timeout=self.config.resolve_timeout_s if timeout is None else timeout)
-        except Exception as exc:  # liblsl raises TimeoutError or LostError here
-            raise StreamError(f"cannot open stream: {_describe(info)}: {exc}") from exc
+        self._started = False
+        if start:
+            self._open_stream(inlet, info, timeout)
         if self.info is None:
             self.info = info
             self.n_channels = info.channel_count()
@@ -199,6 +217,17 @@ class LslInlet:
         self._stalled = False
         self._offset = 0.0
         self._next_offset_check = 0.0
+
+    def _open_stream(
+        self, inlet: pylsl.StreamInlet, info: pylsl.StreamInfo | None, timeout: float | None
+    ) -> None:
+        try:
+            inlet.open_stream(timeout=self.config.resolve_timeout_s if timeout is None else timeout)
+        except Exception as exc:  # liblsl raises TimeoutError or LostError here
+            where = _describe(info) if info is not None else "the stream"
+            raise StreamError(f"cannot open stream: {where}: {exc}") from exc
+        self._started = True
+        self._last_data_time = now()
 
     def close(self) -> None:
         """Close the connection (the inlet can be opened again)."""

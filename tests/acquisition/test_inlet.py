@@ -308,3 +308,27 @@ async def test_inlet_service_fills_queue(unique_id: str) -> None:
     await task
     check_counter(got)
     assert not math.isnan(got[0].timestamp)
+
+
+def test_a_connection_opened_unstarted_lets_no_sample_pile_up(unique_id: str) -> None:
+    """``open(start=False)``: the description can be read (set-up work) while no sample
+    flows; after ``start`` the samples flow from then on, with none of what was pushed
+    before queued ahead of them (the closed loop's first chunks are not stale)."""
+    outlet = make_outlet(unique_id)
+    inlet = LslInlet(InletConfig(source_id=unique_id, resolve_timeout_s=5.0, counter_channel=0))
+    inlet.open(start=False)
+    assert inlet.full_info().channel_count() == N_CH
+    assert not outlet.have_consumers()
+    t0 = pylsl.local_clock()
+    push(outlet, 0, 100, t0)  # before the start: nobody receives these
+    inlet.start()
+    assert outlet.wait_for_consumers(5.0)
+    inlet.start()  # a second start changes nothing
+    push(outlet, 100, 50, t0)
+    chunks = pull_until(inlet, lambda got: n_samples(got) >= 50)
+    assert chunks[0].first_sample == 100
+    assert n_samples(chunks) == 50
+    check_counter(chunks)
+    inlet.close()
+    with pytest.raises(StreamError):
+        inlet.start()
