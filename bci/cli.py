@@ -21,7 +21,7 @@ from acquisition.sim.cli import sim_rig
 from bci.cliutil import ConfigArg, err_console, load_or_exit, out_console
 from bci.config import dump_config
 from bci.run_cli import run
-from stimulators.cli import driver
+from stimulators.cli import broker, driver
 
 app = typer.Typer(
     help="Closed-loop electrophysiology: simulated rigs, acquisition, decoding, stimulation.",
@@ -56,6 +56,7 @@ app.command("replay")(replay_command)
 app.command("export-nwb")(export_nwb_command)
 app.command("session")(session_command)
 app.command("driver")(driver)
+app.command("broker")(broker)
 
 
 def main() -> None:

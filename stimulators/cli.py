@@ -1,4 +1,5 @@
-"""``bci driver CONFIG``: run the stimulation drivers of a config as one process.
+"""``bci driver CONFIG``: run the stimulation drivers of a config as one process;
+``bci broker``: run the embedded MQTT broker as one process.
 
 Registered in :mod:`bci.cli`. Bad input gives one clear message and exit code 2,
 never a traceback.
@@ -17,9 +18,10 @@ from bci.cliutil import ConfigArg, err_console, load_or_exit
 from bci.errors import BciError
 
 if TYPE_CHECKING:
+    from stimulators.broker import EmbeddedBroker
     from stimulators.drivers import Driver
 
-__all__ = ["driver"]
+__all__ = ["broker", "driver"]
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -95,3 +97,49 @@ async def _serve(drivers: list[Driver], duration: float | None) -> None:
         await stop_task(task)
         if not task.cancelled() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
+
+
+def broker(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="TCP port (0: a free one, announced).")
+    ] = 1883,
+    announce: Annotated[
+        bool,
+        typer.Option(
+            "--announce",
+            help="Print one JSON line on stdout once the broker accepts connections (for a "
+            "supervising process).",
+        ),
+    ] = False,
+) -> None:
+    """Run the embedded MQTT broker (amqtt, MQTT 3.1.1, anonymous) until stopped.
+
+    For a machine without Mosquitto: `bci run` starts one of these by itself when a
+    config has no mqtt: section. Stops on Ctrl-C (SIGINT) or SIGTERM.
+    """
+    from stimulators.broker import EmbeddedBroker, free_port
+
+    try:
+        asyncio.run(_serve_broker(EmbeddedBroker(host, port or free_port(host)), announce))
+    except BciError as exc:
+        raise _fail(str(exc), code=1) from None
+
+
+async def _serve_broker(embedded: EmbeddedBroker, announce: bool) -> None:
+    import json
+    import sys
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    async with embedded:
+        if announce:
+            print(json.dumps({"event": "ready", "url": embedded.url}), flush=True)
+        else:
+            err_console.print(f"[green]broker:[/] {embedded.url}", highlight=False)
+        with contextlib.suppress(BrokenPipeError):  # a supervisor that went away
+            await stop.wait()
+        sys.stdout.flush()

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
 
+import aiomqtt
 import pytest
 
-from stimulators.broker import EmbeddedBroker
+from stimulators.broker import EmbeddedBroker, free_port
 from stimulators.mqtt import StimPublisher, stop_task
 from tests.stimulators.helpers import electrical, make_driver, mqtt_config, stimulation_config
 
@@ -30,3 +35,44 @@ async def test_loop_over_the_embedded_broker_falls_back_to_mqtt_311(rig_name: st
                 assert ack.status == "executed"
         finally:
             await stop_task(task)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+async def test_bci_broker_runs_the_embedded_broker_as_its_own_process(tmp_path: Path) -> None:
+    """`bci broker --announce` (what `bci run` starts when no broker is configured):
+    it says where it listens once it accepts connections, carries messages, and exits
+    cleanly on SIGTERM."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bci",
+        "broker",
+        "--port",
+        str(port),
+        "--announce",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=(tmp_path / "broker.log").open("wb"),
+    )
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(30):
+            line = await proc.stdout.readline()
+        assert json.loads(line) == {"event": "ready", "url": f"mqtt://127.0.0.1:{port}"}
+        async with (
+            aiomqtt.Client("127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V311) as sub,
+            aiomqtt.Client("127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V311) as pub,
+        ):
+            await sub.subscribe("bci/test/#", qos=1)
+            await pub.publish("bci/test/x", b"hello", qos=1)
+            async with asyncio.timeout(10):
+                message = await anext(aiter(sub.messages))
+            assert message.payload == b"hello"
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(15):
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
