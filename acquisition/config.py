@@ -53,11 +53,11 @@ class ThresholdDetectorConfig(StrictModel):
     A sample is a spike when it crosses ``threshold`` times the channel's noise (MAD of
     the filtered signal, tracked online) with the given ``polarity`` and is the largest
     such value within ``exclusion_ms`` in time and ``radius_um`` in space; for
-    ``shadow_ms`` after a peak, smaller crossings (below ``shadow_fraction`` of it) on its
-    neighbourhood are taken for its after-lobes and dropped. Snippets of
-    ``snippet_pre_ms`` + ``snippet_post_ms`` are cut on all electrodes within
+    ``shadow_ms`` after a peak (from ``shadow_start_ms`` on), smaller crossings (below
+    ``shadow_fraction`` of it) on its neighbourhood are taken for its after-lobes and
+    dropped. Snippets of ``snippet_pre_ms`` + ``snippet_post_ms`` are cut on all electrodes within
     ``snippet_radius_um`` of the peak electrode. Weak peaks (between ``weak_threshold``
-    and ``threshold``, and with ``weak_shadowed`` the after-lobe candidates) are passed
+    and ``threshold``, and the shadowed peaks above ``weak_shadow_fraction`` of theirs) are passed
     on flagged, for the sorter to keep only those that match a template.
     """
 
@@ -67,13 +67,20 @@ class ThresholdDetectorConfig(StrictModel):
     radius_um: float = Field(50.0, ge=0, description="spatial exclusion radius")
     exclusion_ms: float = Field(0.4, gt=0, description="temporal exclusion half-width")
     shadow_ms: float = Field(2.5, ge=0, description="after-lobe suppression window (0: off)")
+    shadow_start_ms: float = Field(
+        0.0, ge=0, description="the window starts this long after the peak"
+    )
     shadow_fraction: float = Field(0.5, ge=0, le=1, description="of the peak's value")
     shadow_radius_um: float = Field(50.0, ge=0, description="after-lobe suppression radius")
     weak_threshold: float = Field(
         0.0, ge=0, description="x MAD: weak peaks from here to threshold, to confirm (0: off)"
     )
-    weak_shadowed: bool = Field(
-        False, description="pass the peaks the shadow hides on as weak, to confirm"
+    weak_shadow_fraction: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="pass on as weak the peaks the shadow hides that reach this "
+        "fraction of the big peak (below shadow_fraction; None: none)",
     )
     snippet_pre_ms: float = Field(0.6, ge=0)
     snippet_post_ms: float = Field(1.0, gt=0)
@@ -173,6 +180,18 @@ class TemplateSorterConfig(StrictModel):
     )
     drift_alpha: float = Field(
         0.05, ge=0, le=1, description="fraction of the way a template moves toward each match"
+    )
+    drift_clip: float = Field(
+        1e6,
+        gt=0,
+        description="per sample, a match pulls its template at most this far "
+        "(noise units) before drift_alpha scales it",
+    )
+    drift_tau_s: float = Field(
+        0.0,
+        ge=0,
+        description="time constant of template tracking: a unit firing at r Hz moves "
+        "min(drift_alpha, 1 / (r * drift_tau_s)) per spike (0: drift_alpha for all)",
     )
     new_unit_min_spikes: int = Field(50, ge=5)
     recluster_every_s: float = Field(10.0, gt=0)

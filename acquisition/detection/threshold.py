@@ -31,7 +31,7 @@ class ThresholdDetector:
     signal: first from ``noise_warmup_s`` of data (no detection before), then tracked
     sample by sample (time constant ``noise_tau_s``). ``positions_um`` is
     ``(n_channels, 2)``; neighbourhoods are by distance. With ``weak_threshold`` or
-    ``weak_shadowed``, fainter peaks come too, flagged in ``Detections.weak``: they are
+    ``weak_shadow_fraction``, fainter peaks come too, flagged in ``Detections.weak``: they are
     candidates only (see :meth:`Detections.strong`).
     """
 
@@ -54,6 +54,14 @@ class ThresholdDetector:
         self.polarity = _POLARITY[config.polarity]
         self.shadow = round(config.shadow_ms * fs / 1000.0)
         self.shadow_neighbours = neighbourhoods(self.positions_um, config.shadow_radius_um)
+        weak_shadow = config.weak_shadow_fraction
+        self._weak_shadow_ratio = (
+            weak_shadow / config.shadow_fraction
+            if weak_shadow is not None and weak_shadow < config.shadow_fraction
+            else 2.0  # > 1: no shadowed peak is passed on
+        )
+        self.shadow_start = min(self.shadow, round(config.shadow_start_ms * fs / 1000.0))
+        self._shadow_from = np.full(self.n_channels, -(2**62), dtype=np.int64)
         self._shadow_until = np.full(self.n_channels, -(2**62), dtype=np.int64)
         self._shadow_value = np.zeros(self.n_channels, dtype=np.float32)
         self._eta = 1.0 / (config.noise_tau_s * fs)
@@ -67,7 +75,9 @@ class ThresholdDetector:
     def weak_enabled(self) -> bool:
         """Does this detector pass on weak peaks (flagged) for the sorter to confirm?"""
         cfg = self.config
-        return 0 < cfg.weak_threshold < cfg.threshold or (cfg.weak_shadowed and self.shadow > 0)
+        return 0 < cfg.weak_threshold < cfg.threshold or (
+            self.shadow > 0 and self._weak_shadow_ratio <= 1.0
+        )
 
     # ---------------------------------------------------------------- state
 
@@ -75,6 +85,7 @@ class ThresholdDetector:
         """Forget everything: buffer, noise estimate, position in the stream."""
         self._warm_parts: list[np.ndarray] = []
         self._warm_count = 0
+        self._shadow_from[:] = -(2**62)
         self._shadow_until[:] = -(2**62)
         self._shadow_value[:] = 0.0
         self._detect_from = 0  # no peak before the end of the noise warm-up
@@ -175,8 +186,10 @@ class ThresholdDetector:
                 self._shadow_value,
                 self.shadow_neighbours,
                 self.weak_thresholds,
-                self.config.weak_shadowed,
+                self._weak_shadow_ratio,
                 out_w,
+                self.shadow_start,
+                self._shadow_from,
             )
             rows, chans = out_t[:n], out_c[:n]
             snippets = np.empty(

@@ -54,8 +54,10 @@ def detect_peaks(
     shadow_value: np.ndarray,
     shadow_neighbours: np.ndarray,
     weak_thresholds: np.ndarray,
-    keep_shadowed: bool,
+    weak_shadow_ratio: float,
     out_w: np.ndarray,
+    shadow_start: int,
+    shadow_from: np.ndarray,
 ) -> int:
     """Locally exclusive threshold crossings among rows ``[start, stop)`` of ``buf``.
 
@@ -67,16 +69,18 @@ def detect_peaks(
     wins. Writes rows and channels to ``out_t`` / ``out_c``; returns how many (stops when
     they are full).
 
-    Shadowing: a peak of value ``v`` at absolute sample ``row0 + t`` hides, for the next
-    ``shadow`` samples on the electrodes ``shadow_neighbours[c]``, every candidate smaller than
-    ``shadow_fraction * v`` (the after-lobes of a large spike). The state is kept across
-    calls in ``shadow_until`` (absolute sample) and ``shadow_value`` per electrode;
+    Shadowing: a peak of value ``v`` at absolute sample ``row0 + t`` hides, from
+    ``shadow_start`` to ``shadow`` samples after it on the electrodes
+    ``shadow_neighbours[c]``, every candidate smaller than ``shadow_fraction * v`` (the
+    after-lobes of a large spike). The state is kept across calls in ``shadow_from`` /
+    ``shadow_until`` (absolute samples) and ``shadow_value`` per electrode;
     candidates are decided in time order, so the result does not depend on chunking.
 
     Weak peaks: a locally exclusive peak between ``weak_thresholds[c]`` and
-    ``thresholds[c]`` (set both equal for none), or, with ``keep_shadowed``, one that the
-    shadow would hide, is written too with ``out_w = 1`` (else 0), for a later stage to
-    confirm; a weak peak casts no shadow, so the strong peaks are the same either way.
+    ``thresholds[c]`` (set both equal for none), or one that the shadow hides but that
+    reaches ``weak_shadow_ratio`` times the shadow's value (> 1: none), is written too
+    with ``out_w = 1`` (else 0), for a later stage to confirm; a weak peak casts no
+    shadow, so the strong peaks are the same either way.
     """
     c_count = buf.shape[1]
     k_count = neighbours.shape[1]
@@ -88,8 +92,8 @@ def detect_peaks(
             if v <= weak_thresholds[c]:
                 continue
             weak = v <= thresholds[c]
-            if row0 + t <= shadow_until[c] and v < shadow_value[c]:
-                if not keep_shadowed:
+            if shadow_from[c] <= row0 + t <= shadow_until[c] and v < shadow_value[c]:
+                if v < weak_shadow_ratio * shadow_value[c]:
                     continue
                 weak = True
             is_peak = True
@@ -130,6 +134,7 @@ def detect_peaks(
                         if n < 0:
                             break
                         if until > shadow_until[n] or shadow_fraction * v > shadow_value[n]:
+                            shadow_from[n] = row0 + t + shadow_start
                             shadow_until[n] = until
                             shadow_value[n] = shadow_fraction * v
     return n_out
@@ -191,7 +196,9 @@ def warm_up() -> None:
             value,
             nb,
             np.full(2, 0.5, dtype=np.float32),
-            True,
+            0.5,
             np.zeros(4, dtype=np.uint8),
+            1,
+            np.zeros(2, dtype=np.int64),
         )
     extract_snippets(buf, out_t[:1] + 2, out_c[:1], nb, 1, np.zeros((1, 3, 2), dtype=np.float32))

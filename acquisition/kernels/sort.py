@@ -272,11 +272,15 @@ def _track(
     row: np.ndarray,
     templates: np.ndarray,
     support: np.ndarray,
+    inv_noise: np.ndarray,
     u: int,
     lag: int,
     alpha: float,
+    clip: float,
 ) -> None:
-    """Pull template ``u`` toward the snippet ``x`` by ``alpha`` on its electrodes."""
+    """Pull template ``u`` toward the snippet ``x`` by ``alpha`` on its electrodes, each
+    difference clipped to ``clip`` noise units (an overlapping spike the peeling missed
+    must not drag the template; noise and drift pass)."""
     n_win, k_count = x.shape
     s0 = max(0, -lag)
     s1 = min(n_win, n_win - lag)
@@ -286,8 +290,11 @@ def _track(
             break
         if support[u, ch] == 0:
             continue
+        lim = clip / inv_noise[ch]
         for s in range(s0, s1):
-            templates[u, s + lag, ch] += alpha * (x[s, k] - templates[u, s + lag, ch])
+            d = x[s, k] - templates[u, s + lag, ch]
+            d = min(lim, max(-lim, d))
+            templates[u, s + lag, ch] += alpha * d
 
 
 @numba.njit(cache=True, nogil=True)
@@ -316,7 +323,8 @@ def assign_spikes(
     inv_noise: np.ndarray,
     max_score: float,
     max_relative: float,
-    alpha: float,
+    alphas: np.ndarray,
+    track_clip: float,
     max_shift: int,
     pair_score: float,
     pair_gain: float,
@@ -365,7 +373,8 @@ def assign_spikes(
     (else -1), ``out_hidden_dt[i]`` its trough minus the first's (samples). A snippet
     whose best score is
     below ``max_score``, or whose residual energy is below ``max_relative`` times its
-    own energy (large spikes), gets that unit (``out_units``, else -1) and pulls its
+    own energy (large spikes), gets that unit (``out_units``, else -1) and, when its score
+    is at most ``track_max_score`` (a clean fit, no unexplained overlap), pulls its
     template toward itself by ``alpha`` (drift tracking). ``out_scores`` gets the score.
 
     Weak snippets (``weak[i]`` non-zero: candidates below the detector's threshold) are
@@ -489,8 +498,18 @@ def assign_spikes(
                     hist_origin[slot] = t0 - second_lag
                     hist_unit[slot] = second
                     hist_count[0] += 1
-            if alpha > 0.0:
-                _track(x, row, templates, support, best, best_shift, alpha)
+            if alphas[best] > 0.0:
+                _track(
+                    x,
+                    row,
+                    templates,
+                    support,
+                    inv_noise,
+                    best,
+                    best_shift,
+                    alphas[best],
+                    track_clip,
+                )
         else:
             out_units[i] = -1
 
@@ -512,7 +531,8 @@ def warm_up() -> None:
         np.ones(2, dtype=np.float32),
         1.0,
         0.2,
-        0.1,
+        np.full(1, 0.1, dtype=np.float32),
+        3.0,
         1,
         0.5,
         10.0,

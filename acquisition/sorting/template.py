@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 _NO_HIDDEN = (np.empty(0, np.int64), np.empty(0, np.int32), np.empty(0, np.int64))
 
+#: A main electrode or trough row changes when the new one is this much larger.
+_SWITCH = 1.1
+
 #: Assigned spikes remembered for peeling (only those within a window of a new one count).
 _HISTORY = 4096
 
@@ -124,6 +127,7 @@ class OnlineTemplateSorter:
         """Forget every unit and start a new learning period."""
         self.templates = np.zeros((0, self.n_window, self.n_channels), dtype=np.float32)
         self.unit_counts: list[int] = []
+        self.alphas = np.zeros(0, dtype=np.float32)  # template tracking rate per unit
         self.muted = np.zeros(0, dtype=bool)
         self.spreads: list[float] = []
         self._job_span_s = 1.0
@@ -213,6 +217,9 @@ class OnlineTemplateSorter:
                 [self.templates, np.stack([t for t, _, _ in new]).astype(np.float32)]
             )
             self.unit_counts.extend(c for _, c, _ in new)
+            self.alphas = np.concatenate([self.alphas, [self._alpha(c) for _, c, _ in new]]).astype(
+                np.float32
+            )
             self.spreads.extend(s for _, _, s in new)
             self.muted = np.concatenate([self.muted, [self._weak(t, c) for t, c, _ in new]])
             fresh = np.stack([np.any(t != 0, axis=0) for t, _, _ in new]).astype(np.uint8)
@@ -224,6 +231,16 @@ class OnlineTemplateSorter:
         elif new:
             log.info("online sorter: %d new unit(s), %d in all", len(new), self.n_units)
         self._update_candidates()
+
+    def _alpha(self, count: int) -> float:
+        """Tracking rate per spike of a unit found with ``count`` spikes in the last job:
+        ``drift_alpha``, or less for a unit firing so often that templates would follow
+        it faster than ``drift_tau_s`` (noisier, and pulled by its neighbours' spikes)."""
+        cfg = self.config
+        if cfg.drift_tau_s <= 0:
+            return cfg.drift_alpha
+        rate = max(count / self._job_span_s, 1e-3)
+        return min(cfg.drift_alpha, 1.0 / (rate * cfg.drift_tau_s))
 
     def _weak(self, template: np.ndarray, count: int) -> bool:
         """A small, rarely firing cluster: most likely noise crossings, the residue of
@@ -245,16 +262,32 @@ class OnlineTemplateSorter:
         return False
 
     def _update_candidates(self) -> None:
-        """Per electrode, the units whose main electrode is within the snippet radius."""
+        """Per electrode, the units whose main electrode is within the snippet radius.
+
+        With hysteresis: a unit's main electrode (and its trough's row) changes only when
+        the new one is ``_SWITCH`` times larger than the old one now is, so that noise in
+        a tracked template does not make them flicker (a real drift soon passes that).
+        """
+        n_old = len(self.mains)
         mains = np.array([main_channel(t) for t in self.templates], dtype=np.int64)
+        trough = np.array(
+            [int(np.argmin(t[:, m])) for t, m in zip(self.templates, mains, strict=True)],
+            dtype=np.int64,
+        )
+        for u in range(min(n_old, len(mains))):
+            t = self.templates[u]
+            old, old_row = int(self.mains[u]), int(self.trough_row[u])
+            ptp = t.max(axis=0) - t.min(axis=0)
+            if mains[u] != old and ptp[mains[u]] < _SWITCH * ptp[old]:
+                mains[u] = old
+                trough[u] = int(np.argmin(t[:, old]))
+            if mains[u] == old and t[trough[u], old] > _SWITCH * t[old_row, old]:
+                trough[u] = old_row  # (troughs are negative)
         self.mains = mains
         self.hidden_near = np.ascontiguousarray(
             self._dist[:, mains] <= self.config.hidden_radius_um, dtype=np.uint8
         )
-        self.trough_row = np.array(
-            [int(np.argmin(t[:, m])) for t, m in zip(self.templates, mains, strict=True)],
-            dtype=np.int64,
-        )
+        self.trough_row = trough
         lists = [
             np.flatnonzero(self._dist[c, mains] <= self._radius) for c in range(self.n_channels)
         ]
@@ -319,7 +352,8 @@ class OnlineTemplateSorter:
                 inv_noise,
                 self.config.match_threshold,
                 self.config.match_relative,
-                self.config.drift_alpha,
+                self.alphas,
+                self.config.drift_clip,
                 self.config.match_max_shift,
                 self.config.pair_score,
                 self.config.pair_gain,

@@ -189,7 +189,7 @@ def test_weak_peaks_are_flagged_and_strong_ones_unchanged() -> None:
     base = run(make_detector(CFG, linear_positions(4), FS), x, cuts)
     s0, c0 = collect(base)
     assert all(d.weak is None for d in base)
-    cfg = CFG.model_copy(update={"weak_threshold": 3.5, "weak_shadowed": True})
+    cfg = CFG.model_copy(update={"weak_threshold": 3.5, "weak_shadow_fraction": 0.0})
     dets = run(make_detector(cfg, linear_positions(4), FS), x, cuts)
     s, c = collect(dets)
     weak = np.concatenate([d.weak for d in dets])
@@ -202,3 +202,17 @@ def test_weak_peaks_are_flagged_and_strong_ones_unchanged() -> None:
     strong = [d.strong() for d in dets]
     assert all(d.weak is None for d in strong)
     assert np.array_equal(collect(strong)[0], s0)
+
+
+def test_shadow_starts_after_shadow_start_ms() -> None:
+    x = noise(8000, 4, seed=10)
+    t = (np.arange(60) - 20) / FS
+    x[4980:5040, 1] -= 300.0 * np.exp(-0.5 * (t / 1.0e-4) ** 2)  # the spike
+    x[4998:5058, 1] -= 140.0 * np.exp(-0.5 * (t / 1.0e-4) ** 2)  # 0.6 ms later: a spike
+    x[6980:7040, 1] -= 300.0 * np.exp(-0.5 * (t / 1.0e-4) ** 2)
+    x[7020:7080, 1] -= 80.0 * np.exp(-0.5 * (t / 1.0e-4) ** 2)  # 1.3 ms later: a lobe
+    cfg = CFG.model_copy(update={"shadow_ms": 2.0, "shadow_start_ms": 0.65})
+    s, _ = collect(run(make_detector(cfg, linear_positions(4), FS), x, [5003, 5030]))
+    assert np.abs(s - np.array([5000, 5018, 7000])).max() <= 2
+    s, _ = collect(run(make_detector(CFG, linear_positions(4), FS), x, [5003, 5030]))
+    assert np.abs(s - np.array([5000, 7000])).max() <= 2

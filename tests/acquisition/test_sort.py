@@ -186,7 +186,8 @@ def _assign(snippets, samples, channels, templates, neighbours, candidates, supp
     hist = (np.zeros(64, np.int64), np.zeros(64, np.int32), np.zeros(1, np.int64))
     assign_spikes(
         snippets, samples, channels, neighbours, candidates, templates.copy(), support,
-        trough, np.full(4, 1 / 8.0, dtype=np.float32), 4.0, 0.5, 0.0, 1, 1.3, 25.0, 12, 1.15,
+        trough, np.full(4, 1 / 8.0, dtype=np.float32), 4.0, 0.5, np.zeros(2, np.float32), 3.0, 1,
+        1.3, 25.0, 12, 1.15,
         np.ones((4, 2), np.uint8) if near is None else near, *hist,
         np.zeros(n, np.uint8) if weak is None else weak.astype(np.uint8), 1.2, 0.5,
         units, scores, resid, hidden, hidden_dt,
@@ -269,7 +270,7 @@ def test_weak_candidates_are_kept_only_when_they_match() -> None:
 def test_weak_candidates_are_reported_only_when_confirmed() -> None:
     x, pos, _ = toy_recording(9.0, seed=4)
     base = {"sorter": {"learning_s": 4.0, "recluster_every_s": 1e6}}
-    weak = {**base, "detection": {"weak_threshold": 3.5, "weak_shadowed": True}}
+    weak = {**base, "detection": {"weak_threshold": 3.5, "weak_shadow_fraction": 0.0}}
     out = {}
     for name, cfg in (("base", base), ("weak", weak)):
         pipe = OnlinePipeline(AcquisitionConfig.model_validate(cfg), pos, FS)
@@ -291,3 +292,18 @@ def test_weak_candidates_are_reported_only_when_confirmed() -> None:
     assert sorter.n_rejected > 0
     assert (s1["unit"][np.isin(s1["sample"], extra)] >= 0).all()
     assert len(extra) <= sorter.n_confirmed
+
+
+def test_tracking_is_clipped_per_sample() -> None:
+    from acquisition.kernels.sort import _track
+
+    templates, nb, _, support, _ = _two_unit_kernel_inputs()
+    inv = np.full(4, 1 / 8.0, dtype=np.float32)
+    snip = templates[0].copy()
+    snip[20, 1] += 400.0  # an overlap the peeling missed
+    snip[5, 0] += 4.0  # noise
+    moved = templates.copy()
+    _track(snip, nb[0], moved, support, inv, 0, 0, 0.5, 2.0)
+    assert moved[0, 20, 1] - templates[0, 20, 1] == pytest.approx(0.5 * 16.0)  # 2 noise units
+    assert moved[0, 5, 0] - templates[0, 5, 0] == pytest.approx(2.0)
+    np.testing.assert_array_equal(moved[1], templates[1])
