@@ -121,6 +121,10 @@ class OnlineTemplateSorter:
             max(self._dist[c, nb[nb >= 0]].max() for c, nb in enumerate(neighbours))
         )
         self._executor: concurrent.futures.ProcessPoolExecutor | None = None
+        if background:
+            # the worker process starts now, not at the end of the learning period: a
+            # spawn, and the worker's imports, would otherwise begin inside a chunk
+            self._worker()
         self.reset()
 
     def reset(self) -> None:
@@ -190,14 +194,19 @@ class OnlineTemplateSorter:
         if not len(args[0]):
             self._install([], learning)
         elif self.background:
-            if self._executor is None:
-                # a process, not a thread: clustering holds the interpreter for seconds,
-                # which would stall the real-time loop sharing it
-                ctx = multiprocessing.get_context("spawn")
-                self._executor = concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx)
-            self._pending = self._executor.submit(learn_templates, *args, **kwargs)
+            self._pending = self._worker().submit(learn_templates, *args, **kwargs)
         else:
             self._install(learn_templates(*args, **kwargs), learning)
+
+    def _worker(self) -> concurrent.futures.ProcessPoolExecutor:
+        """The clustering worker: a process, not a thread, since clustering holds the
+        interpreter for seconds, which would stall the real-time loop sharing it.
+        Started with a job that only imports what clustering needs."""
+        if self._executor is None:
+            ctx = multiprocessing.get_context("spawn")
+            self._executor = concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx)
+            self._executor.submit(_ready_worker)
+        return self._executor
 
     def _poll_job(self) -> None:
         if self._pending is not None and self._pending.done():
@@ -460,3 +469,11 @@ class OnlineTemplateSorter:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+
+
+def _ready_worker() -> bool:
+    """The clustering worker's first job: import what clustering uses (scikit-learn
+    takes about a second), so the first real job starts at once."""
+    from sklearn.cluster import HDBSCAN
+
+    return HDBSCAN is not None
