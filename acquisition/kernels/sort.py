@@ -244,21 +244,9 @@ def _second_spike(
             lag = trough_row[u] - s_peak + d
             if lag <= -n_win or lag >= n_win:
                 continue
-            # energy of (scratch - template) = e_single + sum w^2 t (t - 2 scratch)
-            s0 = max(0, -lag)
-            s1 = min(n_win, n_win - lag)
-            delta = 0.0
-            for k in range(k_count):
-                ch = row[k]
-                if ch < 0:
-                    break
-                if support[u, ch] == 0:
-                    continue
-                w2 = inv_noise[ch] * inv_noise[ch]
-                for s in range(s0, s1):
-                    tv = templates[u, s + lag, ch]
-                    delta += w2 * tv * (tv - 2.0 * scratch[s, k])
-            e = e_single + delta
+            # energy of (scratch - template) = e_single + <t, t> - 2 <scratch, t>
+            xt, tt = _fit(scratch, row, templates, support, inv_noise, u, lag)
+            e = e_single + tt - 2.0 * xt
             if e < best_e:
                 best_e = e
                 best = u
