@@ -3,6 +3,9 @@ command modules in other packages can import them without an import cycle)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -31,3 +34,14 @@ def load_or_exit(path: Path) -> BciConfig:
         return load_config(path)
     except BciError as exc:
         raise fail(exc) from None
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event that SIGINT or SIGTERM sets, for a command's running event loop (where
+    the loop cannot install handlers, e.g. off the main thread, it stays unset)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop

@@ -445,9 +445,9 @@ class LoopService(Service):
                         recorder.write_event(
                             "stim_decision", sent=False, reason="stale", command=decision(cmd)
                         )
-            if rehearse_s > 0 and chunks and now() - acted >= rehearse_s:
-                acted = now()
-                self._rehearse(hot, acted)
+            if rehearse_s > 0 and chunks and (t := now()) - acted >= rehearse_s:
+                acted = t
+                self._rehearse(hot, t)
 
     def _poll(self, inlet: LslInlet, expected: float, poll_s: float) -> list[Chunk]:
         """Sleep until ``poll_s`` before the next chunk is due, then poll for it without

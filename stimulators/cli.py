@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from bci.cliutil import ConfigArg, err_console, load_or_exit
+from bci.cliutil import ConfigArg, err_console, load_or_exit, stop_on_signals
 from bci.errors import BciError
 
 if TYPE_CHECKING:
@@ -118,28 +118,21 @@ def broker(
     For a machine without Mosquitto: `bci run` starts one of these by itself when a
     config has no mqtt: section. Stops on Ctrl-C (SIGINT) or SIGTERM.
     """
-    from stimulators.broker import EmbeddedBroker, free_port
+    from stimulators.broker import EmbeddedBroker
 
-    try:
-        asyncio.run(_serve_broker(EmbeddedBroker(host, port or free_port(host)), announce))
+    try:  # port 0: the broker takes a free one
+        asyncio.run(_serve_broker(EmbeddedBroker(host, port), announce))
     except BciError as exc:
         raise _fail(str(exc), code=1) from None
 
 
 async def _serve_broker(embedded: EmbeddedBroker, announce: bool) -> None:
     import json
-    import sys
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     async with embedded:
         if announce:
             print(json.dumps({"event": "ready", "url": embedded.url}), flush=True)
         else:
             err_console.print(f"[green]broker:[/] {embedded.url}", highlight=False)
-        with contextlib.suppress(BrokenPipeError):  # a supervisor that went away
-            await stop.wait()
-        sys.stdout.flush()
+        await stop.wait()

@@ -381,13 +381,10 @@ class StimPublisher:
         envelope's check, the stamping and the encoding) and send nothing, changing no
         state: run between real commands, it keeps that code in the processor's cache
         (see ``loop.rehearse_ms``). A command the envelope would refuse is ignored."""
-        envelope = self.envelopes.get(command.device)
-        if envelope is None or command.rig != self.rig:
-            return
         t = now()
         with self._lock, contextlib.suppress(SafetyViolation):
-            envelope.check(command, t)
-        command.model_copy(update={"sent": t}).model_dump_json().encode()
+            self._envelope(command).check(command, t)
+        self._payload(command, t)
 
     def _ready(self, device: str) -> bool:
         return not self.wait_ready or self.device_states.get(device) == "ready"
@@ -401,16 +398,20 @@ class StimPublisher:
         t = now()
         if t > command.deadline:
             return False  # the queue drops and counts it
-        stamped = command.model_copy(update={"sent": t})
         if not channel.publish(
             self.topics.cmd(command.device),
-            stamped.model_dump_json().encode(),
+            self._payload(command, t),
             qos=1,
             expiry_s=max(1, math.ceil(command.deadline - t)),
         ):
             return False
         self.stats.published += 1
         return True
+
+    @staticmethod
+    def _payload(command: AnyCommand, sent: float) -> bytes:
+        """``command`` on the wire, stamped with the LSL time it is ``sent``."""
+        return command.model_copy(update={"sent": sent}).model_dump_json().encode()
 
     def _envelope(self, command: AnyCommand) -> SafetyEnvelope:
         if command.rig != self.rig:

@@ -148,6 +148,7 @@ class LslInlet:
         if self._inlet is None:
             raise StreamError("the inlet is not connected")
         if not self._started:
+            assert self.info is not None  # set by the connection
             self._open_stream(self._inlet, self.info, timeout)
 
     def full_info(self, timeout: float = 5.0) -> pylsl.StreamInfo:
@@ -219,13 +220,12 @@ class LslInlet:
         self._next_offset_check = 0.0
 
     def _open_stream(
-        self, inlet: pylsl.StreamInlet, info: pylsl.StreamInfo | None, timeout: float | None
+        self, inlet: pylsl.StreamInlet, info: pylsl.StreamInfo, timeout: float | None
     ) -> None:
         try:
             inlet.open_stream(timeout=self.config.resolve_timeout_s if timeout is None else timeout)
         except Exception as exc:  # liblsl raises TimeoutError or LostError here
-            where = _describe(info) if info is not None else "the stream"
-            raise StreamError(f"cannot open stream: {where}: {exc}") from exc
+            raise StreamError(f"cannot open stream: {_describe(info)}: {exc}") from exc
         self._started = True
         self._last_data_time = now()
 

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import sys
 from typing import TYPE_CHECKING, Annotated
 
@@ -16,7 +15,7 @@ from rich.table import Table
 
 from acquisition.sim.rig import SimulatedRig, warm_up
 from acquisition.sim.streamer import RigStreamer, StreamStats
-from bci.cliutil import ConfigArg, err_console, fail, load_or_exit, out_console
+from bci.cliutil import ConfigArg, err_console, fail, load_or_exit, out_console, stop_on_signals
 from bci.config import BciConfig
 from bci.errors import BciError, ConfigError
 from bci.runtime import settle_heap
@@ -123,11 +122,7 @@ async def _serve(
 ) -> StreamStats:
     from stimulators.drivers import run_drivers
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     streamer.start(duration)
     driver_task = asyncio.create_task(run_drivers(drivers)) if drivers else None
     try:
