@@ -59,12 +59,18 @@ class EmbeddedBroker:
             },
         }
         self._broker = Broker(config)
+        # amqtt logs a failed start with its traceback; the error below says it in a line
+        amqtt_log = logging.getLogger("amqtt.broker")
+        level = amqtt_log.level
+        amqtt_log.setLevel(logging.CRITICAL)
         try:
             await self._broker.start()
         except Exception as exc:
             raise BciError(
                 f"cannot start the embedded MQTT broker on {self.host}:{self.port}: {exc}"
             ) from exc
+        finally:
+            amqtt_log.setLevel(level)
         logger.info("embedded MQTT broker on %s", self.url)
         return self
 

@@ -76,3 +76,24 @@ async def test_bci_broker_runs_the_embedded_broker_as_its_own_process(tmp_path: 
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_bci_broker_on_a_taken_port_says_so_in_one_line() -> None:
+    import socket
+    import subprocess
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "bci", "broker", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert proc.returncode == 1
+    assert "cannot start the embedded MQTT broker" in proc.stderr
+    assert "Traceback" not in proc.stderr
