@@ -99,7 +99,13 @@ def test_spike_triggered_one_stimulation_per_qualifying_spike(
     assert len(traces) == st["commands"]
     executed = [t for t in traces if t.status == "executed"]
     expired = [t for t in traces if t.status == "expired"]
-    assert len(executed) + len(expired) == len(traces)  # every command got its final ack
+    refused = [t for t in traces if t.status == "rejected_by_controller"]
+    # every command got its final ack, or the envelope refused to send it. The envelope
+    # checks pulse spacing in wall time: after a stall on a loaded machine the loop
+    # catches up, and two spikes a lockout apart in the recording can reach it closer
+    # than its 5 ms rate rule (seen once in CI: 2.7 ms). Refusing is the safe answer.
+    assert len(executed) + len(expired) + len(refused) == len(traces)
+    assert all(t.rule == "electrical.rate" for t in refused)
     assert len(executed) >= 0.9 * len(traces)
     for t in executed:  # within the deadline, and the rig says where it started
         assert t.executed is not None
