@@ -58,7 +58,10 @@ class ThresholdDetectorConfig(StrictModel):
     dropped. Snippets of ``snippet_pre_ms`` + ``snippet_post_ms`` are cut on all electrodes within
     ``snippet_radius_um`` of the peak electrode. Weak peaks (between ``weak_threshold``
     and ``threshold``, and the shadowed peaks above ``weak_shadow_fraction`` of theirs) are passed
-    on flagged, for the sorter to keep only those that match a template.
+    on flagged, for the sorter to keep only those that match a template. So are broad
+    peaks (``max_shoulder``): the mean of the values ``shoulder_ms`` either side is more
+    than that fraction of the peak, a slow hump such as the filter's after-lobe of a
+    large spike rather than the sharp trough of a spike.
     """
 
     kind: Literal["threshold"] = "threshold"
@@ -81,6 +84,15 @@ class ThresholdDetectorConfig(StrictModel):
         le=1,
         description="pass on as weak the peaks the shadow hides that reach this "
         "fraction of the big peak (below shadow_fraction; None: none)",
+    )
+    shoulder_ms: float = Field(
+        0.2, gt=0, description="a peak's shoulders: its value this long before and after it"
+    )
+    max_shoulder: float = Field(
+        0.0,
+        ge=0,
+        description="a peak whose shoulders average above this fraction of it is broad "
+        "(an after-lobe, not a spike): weak when weak peaks are on, else dropped (0: off)",
     )
     snippet_pre_ms: float = Field(0.6, ge=0)
     snippet_post_ms: float = Field(1.0, gt=0)
@@ -123,6 +135,12 @@ class TemplateSorterConfig(StrictModel):
     merge_threshold: float = Field(
         0.3, gt=0, description="templates closer than this (relative L2) are merged"
     )
+    merge_max_rms: float | None = Field(
+        None,
+        gt=0,
+        description="... but only when they also differ by at most this RMS (noise units; "
+        "None: no bound): large units alike in shape are relatively close yet far apart",
+    )
     merge_noise_factor: float = Field(
         0.0, ge=0, description="also merge when closer than this x the estimation noise"
     )
@@ -157,6 +175,11 @@ class TemplateSorterConfig(StrictModel):
         gt=0,
         description="max RMS residual (noise units) of the two-spike fit for "
         "the second spike to be reported",
+    )
+    residual_pass: bool = Field(
+        False,
+        description="after each chunk, detect again with the labelled spikes' templates "
+        "subtracted (spikes hidden under bigger ones), keeping what a unit confirms",
     )
     confirm_max_score: float = Field(
         1.2,
@@ -196,6 +219,12 @@ class TemplateSorterConfig(StrictModel):
     new_unit_min_spikes: int = Field(50, ge=5)
     recluster_every_s: float = Field(10.0, gt=0)
     max_unmatched: int = Field(20_000, ge=100)
+    unmatched_window_s: float = Field(
+        0.0,
+        ge=0,
+        description="a new unit may gather its spikes over this long (s): the unmatched "
+        "spikes are kept this long across reclusterings (0: each sees only its own period)",
+    )
     seed: int = 0
 
 

@@ -38,7 +38,10 @@ class OnlinePipeline:
         self.n_channels = int(self.positions_um.shape[0])
         self.sample_rate = float(sample_rate)
         self.filter = StreamingFilter(config.filter, self.n_channels, self.sample_rate)
-        self.detector = make_detector(config.detection, self.positions_um, self.sample_rate)
+        self.residual = sort and config.sorter.residual_pass
+        self.detector = make_detector(
+            config.detection, self.positions_um, self.sample_rate, residual=self.residual
+        )
         self.sorter = (
             make_sorter(
                 config.sorter,
@@ -51,6 +54,8 @@ class OnlinePipeline:
             if sort
             else None
         )
+        if self.sorter is not None and self.residual:
+            self.sorter.order_slack = self.detector.residual_lag + self.detector.exclude
         self.delay_samples = self.filter.delay_samples
 
     @property
@@ -78,6 +83,17 @@ class OnlinePipeline:
         if self.sorter is not None:
             units = self.sorter.process(det)
             det, units = self.sorter.with_hidden(det, units)  # + overlapped spikes it found
+            if self.residual:  # + the spikes found under the ones labelled
+                late = self.detector.residual(self.sorter.peel)
+                if len(late):
+                    late_units = self.sorter.confirm(late)
+                    keep = late_units >= 0
+                    if keep.any():
+                        late = late.select(keep)
+                        det, order = det.added(
+                            late.samples, late.channels, late.amplitudes, late.snippets
+                        )
+                        units = np.concatenate([units, late_units[keep]])[order]
         else:
             det = det.strong()  # weak candidates count only when a sorter confirms them
         n = len(det)

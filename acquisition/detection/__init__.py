@@ -22,12 +22,17 @@ DETECTORS: dict[str, Callable[..., Any]] = {"threshold": ThresholdDetector}
 
 
 def make_detector(
-    config: ThresholdDetectorConfig, positions_um: np.ndarray, sample_rate: float
+    config: ThresholdDetectorConfig,
+    positions_um: np.ndarray,
+    sample_rate: float,
+    *,
+    residual: bool = False,
 ) -> ThresholdDetector:
-    """Build the detector ``config.kind`` names."""
+    """Build the detector ``config.kind`` names (``residual``: able to run a residual
+    pass, see :meth:`ThresholdDetector.residual`)."""
     try:
         cls = DETECTORS[config.kind]
     except KeyError as exc:
         raise UnknownKindError(f"unknown detector kind {config.kind!r}", kind=config.kind) from exc
-    detector: ThresholdDetector = cls(config, positions_um, sample_rate)
+    detector: ThresholdDetector = cls(config, positions_um, sample_rate, residual=residual)
     return detector

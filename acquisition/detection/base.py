@@ -71,6 +71,31 @@ class Detections:
             weak=None if self.weak is None else self.weak[keep],
         )
 
+    def added(
+        self,
+        samples: np.ndarray,
+        channels: np.ndarray,
+        amplitudes: np.ndarray,
+        snippets: np.ndarray,
+    ) -> tuple[Detections, np.ndarray]:
+        """These spikes and the given ones, in sample order (the span, time and noise
+        stay these: added spikes may precede ``first_sample``), and the order applied
+        to the concatenation (these first), to reorder anything kept beside them."""
+        all_samples = np.concatenate([self.samples, samples])
+        order = np.argsort(all_samples, kind="stable")
+        out = Detections(
+            samples=all_samples[order],
+            channels=np.concatenate([self.channels, channels])[order],
+            amplitudes=np.concatenate([self.amplitudes, amplitudes])[order],
+            snippets=np.concatenate([self.snippets, snippets])[order],
+            first_sample=self.first_sample,
+            end_sample=self.end_sample,
+            timestamp=self.timestamp,
+            sample_rate=self.sample_rate,
+            noise=self.noise,
+        )
+        return out, order
+
     def strong(self) -> Detections:
         """Without the weak candidates (what a detector alone reports)."""
         if self.weak is None:

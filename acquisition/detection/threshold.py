@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from acquisition.config import ThresholdDetectorConfig
@@ -36,7 +38,12 @@ class ThresholdDetector:
     """
 
     def __init__(
-        self, config: ThresholdDetectorConfig, positions_um: np.ndarray, sample_rate: float
+        self,
+        config: ThresholdDetectorConfig,
+        positions_um: np.ndarray,
+        sample_rate: float,
+        *,
+        residual: bool = False,
     ) -> None:
         self.config = config
         self.sample_rate = float(sample_rate)
@@ -50,6 +57,14 @@ class ThresholdDetector:
         self.left = max(self.exclude, self.pre)
         self.lookahead = max(self.exclude, self.post)
         self.neighbours = neighbourhoods(self.positions_um, config.radius_um)
+        # the residual pass decides its samples this much later than the first pass, so
+        # that every spike whose template reaches them has been labelled
+        self.residual_lag = self.exclude + self.pre if residual else 0
+        pos = self.positions_um
+        dist = np.sqrt(((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1))
+        # a first-pass peak masks the residual pass this far: its template is peeled
+        # only within the snippet radius, and a big spike reaches further
+        self._near = dist <= config.radius_um + config.snippet_radius_um + 1e-9
         self.snippet_neighbours = neighbourhoods(self.positions_um, config.snippet_radius_um)
         self.polarity = _POLARITY[config.polarity]
         self.shadow = round(config.shadow_ms * fs / 1000.0)
@@ -60,6 +75,10 @@ class ThresholdDetector:
             if weak_shadow is not None and weak_shadow < config.shadow_fraction
             else 2.0  # > 1: no shadowed peak is passed on
         )
+        # the shoulders must lie inside the context kept around the decided rows
+        self.shoulder = max(
+            1, min(round(config.shoulder_ms * fs / 1000.0), self.left, self.lookahead)
+        )
         self.shadow_start = min(self.shadow, round(config.shadow_start_ms * fs / 1000.0))
         self._shadow_from = np.full(self.n_channels, -(2**62), dtype=np.int64)
         self._shadow_until = np.full(self.n_channels, -(2**62), dtype=np.int64)
@@ -69,6 +88,12 @@ class ThresholdDetector:
         self.median_abs = np.zeros(self.n_channels, dtype=np.float64)
         self.thresholds = np.full(self.n_channels, np.inf, dtype=np.float32)
         self.weak_thresholds = np.full(self.n_channels, np.inf, dtype=np.float32)
+        # the residual pass casts no shadow: state the kernel reads but never writes
+        self._no_shadow = (
+            np.zeros(self.n_channels, np.int64),
+            np.zeros(self.n_channels, np.float32),
+            np.zeros(self.n_channels, np.int64),
+        )
         self.reset()
 
     @property
@@ -102,6 +127,8 @@ class ThresholdDetector:
         self._n = self.left  # ``left`` rows of zeros before the first sample
         self._buf_start = None if first_sample is None else first_sample - self.left
         self._next = first_sample  # next undecided absolute sample
+        self._res_next = first_sample  # ... of the residual pass
+        self._recent = (np.empty(0, np.int64), np.empty(0, np.int32))  # first-pass peaks
         self._t0 = 0.0  # LSL time of absolute sample 0 on the stream's clock
 
     @property
@@ -190,6 +217,9 @@ class ThresholdDetector:
                 out_w,
                 self.shadow_start,
                 self._shadow_from,
+                self.shoulder,
+                self.config.max_shoulder,
+                self.weak_enabled,
             )
             rows, chans = out_t[:n], out_c[:n]
             snippets = np.empty(
@@ -211,14 +241,125 @@ class ThresholdDetector:
         else:
             det = self._empty(first, end_abs)
         self._next = end_abs
-        # keep ``left`` rows of context before the next undecided sample
-        drop = end_abs - self.left - self._buf_start
+        if self.residual_lag:
+            self._recent = (
+                np.concatenate([self._recent[0], det.samples]),
+                np.concatenate([self._recent[1], det.channels]),
+            )
+        # keep ``left`` rows of context before the next undecided sample (of either pass)
+        undecided = end_abs
+        if self.residual_lag and self._res_next is not None:
+            undecided = min(end_abs, self._res_next)
+        drop = undecided - self.left - self._buf_start
         if drop > 0:
             keep = self._n - drop
             self._buf[:keep] = self._buf[drop : self._n]
             self._n = keep
             self._buf_start += drop
         return det
+
+    def residual(self, peel: Callable[[np.ndarray, int, int], None]) -> Detections:
+        """Detect again, ``residual_lag`` samples behind :meth:`process`, in the signal
+        with the spikes labelled so far taken out: spikes that a bigger one hid (landing
+        on its rebound, or merged with it) show up there.
+
+        ``peel(buf, first_sample, pre)`` subtracts the templates of the labelled spikes
+        from ``buf`` (a copy of the filtered signal, row 0 = absolute ``first_sample``).
+        Peaks are found as in :meth:`process` (down to the weak threshold if there is
+        one; no shadow; broad ones dropped), except near a peak the first pass found
+        (within the exclusion window, and the radius plus the snippet radius: the
+        templates are peeled only within the latter). All are returned weak: candidates for
+        the sorter to confirm. Their snippets are cut from the filtered signal itself.
+        Call it after each :meth:`process` (the detector must be made with
+        ``residual=True``).
+        """
+        lag = self.residual_lag
+        if not lag:
+            raise RuntimeError("this detector was made without residual=True")
+        if self._next is None or self._buf_start is None or self._res_next is None:
+            return self._empty(0, 0)
+        first = self._res_next
+        stop = self._next - lag
+        start = max(first, self._detect_from)
+        if stop <= start or not self.noise_ready:
+            if stop > first:
+                self._res_next = stop
+            return self._empty(first, max(first, stop))
+        ctx_l, ctx_r = max(self.exclude, self.pre), max(self.exclude, self.post)
+        r0 = start - ctx_l - self._buf_start
+        r1 = stop + ctx_r - self._buf_start
+        res = self._buf[r0:r1].copy()
+        peel(res, r0 + self._buf_start, self.pre)
+        n_rows = stop - start
+        cap = self.n_channels * (n_rows // (self.exclude + 1) + 1)
+        out_t = np.empty(cap, dtype=np.int64)
+        out_c = np.empty(cap, dtype=np.int32)
+        out_w = np.empty(cap, dtype=np.uint8)
+        until, value, since = self._no_shadow
+        n = detect_peaks(
+            res,
+            ctx_l,
+            ctx_l + n_rows,
+            self.weak_thresholds,
+            self.neighbours,
+            self.exclude,
+            self.polarity,
+            out_t,
+            out_c,
+            r0 + self._buf_start,
+            0,
+            0.0,
+            until,
+            value,
+            self.shadow_neighbours,
+            self.weak_thresholds,
+            2.0,
+            out_w,
+            0,
+            since,
+            self.shoulder,
+            self.config.max_shoulder,
+            False,
+        )
+        samples = out_t[:n] + r0 + self._buf_start
+        chans = out_c[:n]
+        # not where the first pass found a peak
+        rs, rc = self._recent
+        keep_recent = rs >= start - self.exclude
+        rs, rc = rs[keep_recent], rc[keep_recent]
+        self._recent = (rs, rc)
+        if n and len(rs):
+            close = np.abs(samples[:, None] - rs[None, :]) <= self.exclude
+            close &= self._near[chans[:, None], rc[None, :]]
+            new = ~close.any(axis=1)
+            samples, chans, rows = samples[new], chans[new], out_t[:n][new]
+        else:
+            rows = out_t[:n]
+        amps = res[rows, chans].copy()
+        snippets = np.empty(
+            (len(samples), self.n_window, self.snippet_neighbours.shape[1]), dtype=np.float32
+        )
+        extract_snippets(
+            self._buf,
+            samples - self._buf_start,
+            chans,
+            self.snippet_neighbours,
+            self.pre,
+            snippets,
+        )
+        self._res_next = stop
+        return Detections(
+            samples=samples,
+            channels=chans.copy(),
+            amplitudes=amps,
+            snippets=snippets,
+            first_sample=first,
+            end_sample=stop,
+            timestamp=self._t0 + first / self.sample_rate,
+            sample_rate=self.sample_rate,
+            noise=self.noise,
+            weak=np.ones(len(samples), dtype=bool),
+        )
 
     def _empty(self, first: int, end: int) -> Detections:
         return Detections(

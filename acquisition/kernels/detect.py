@@ -58,6 +58,9 @@ def detect_peaks(
     out_w: np.ndarray,
     shadow_start: int,
     shadow_from: np.ndarray,
+    shoulder: int,
+    max_shoulder: float,
+    broad_weak: bool,
 ) -> int:
     """Locally exclusive threshold crossings among rows ``[start, stop)`` of ``buf``.
 
@@ -81,6 +84,11 @@ def detect_peaks(
     reaches ``weak_shadow_ratio`` times the shadow's value (> 1: none), is written too
     with ``out_w = 1`` (else 0), for a later stage to confirm; a weak peak casts no
     shadow, so the strong peaks are the same either way.
+
+    Broad peaks: with ``max_shoulder > 0``, a peak whose mean value ``shoulder`` samples
+    before and after it exceeds ``max_shoulder`` times its own is a slow hump, not the
+    sharp trough of a spike (the filter's after-lobe of a large spike, plus noise): it
+    is weak when ``broad_weak``, else dropped.
     """
     c_count = buf.shape[1]
     k_count = neighbours.shape[1]
@@ -120,6 +128,14 @@ def detect_peaks(
                         break
                 if not is_peak:
                     break
+            if is_peak and max_shoulder > 0.0:
+                sides = _value(buf[t - shoulder, c], polarity) + _value(
+                    buf[t + shoulder, c], polarity
+                )
+                if sides > 2.0 * max_shoulder * v:
+                    if not broad_weak:
+                        continue
+                    weak = True
             if is_peak:
                 if n_out == cap:
                     return n_out
@@ -200,5 +216,8 @@ def warm_up() -> None:
             np.zeros(4, dtype=np.uint8),
             1,
             np.zeros(2, dtype=np.int64),
+            1,
+            0.2,
+            pol == BOTH,
         )
     extract_snippets(buf, out_t[:1] + 2, out_c[:1], nb, 1, np.zeros((1, 3, 2), dtype=np.float32))

@@ -55,6 +55,47 @@ def _subtract_history(
 
 
 @numba.njit(cache=True, nogil=True)
+def peel_history(
+    buf: np.ndarray,
+    first: int,
+    pre: int,
+    templates: np.ndarray,
+    support: np.ndarray,
+    hist_origin: np.ndarray,
+    hist_unit: np.ndarray,
+    hist_count: int,
+    horizon: int,
+) -> None:
+    """Subtract from ``buf`` ``(n_rows, n_channels)``, whose row 0 is absolute sample
+    ``first``, the templates of the assigned spikes in the history ring that overlap it.
+
+    Entry ``j`` places template row ``r`` of unit ``hist_unit[j]`` at absolute sample
+    ``hist_origin[j] + r - pre`` (the ring's origins are peak samples minus the matching
+    lag, and a snippet starts ``pre`` samples before its peak). The ring is scanned from
+    the newest entry back until one ends ``horizon`` samples before ``first``.
+    """
+    n_rows, n_ch = buf.shape
+    n_win = templates.shape[1]
+    cap = hist_origin.shape[0]
+    j_stop = max(0, hist_count - cap)
+    for j in range(hist_count - 1, j_stop - 1, -1):
+        slot = j % cap
+        start = hist_origin[slot] - pre - first  # buffer row of template row 0
+        if start + n_win + horizon <= 0:
+            break
+        if start >= n_rows or start + n_win <= 0:
+            continue
+        u = hist_unit[slot]
+        r0 = max(0, -start)
+        r1 = min(n_win, n_rows - start)
+        for ch in range(n_ch):
+            if support[u, ch] == 0:
+                continue
+            for r in range(r0, r1):
+                buf[start + r, ch] -= templates[u, r, ch]
+
+
+@numba.njit(cache=True, nogil=True)
 def _best_unit(
     x: np.ndarray,
     row: np.ndarray,
@@ -325,6 +366,7 @@ def assign_spikes(
     weak: np.ndarray,
     confirm_max_score: float,
     confirm_min_gain: float,
+    horizon: int,
     out_units: np.ndarray,
     out_scores: np.ndarray,
     out_resid: np.ndarray,
@@ -371,6 +413,9 @@ def assign_spikes(
     own energy out of the snippet (``out_gain[i]`` = (||x||² - ||x - t||²) / ||t||² on
     the template's electrodes, in noise units: 1 for an exact match, -1 for noise);
     else ``out_units[i]`` is ``-3`` (drop it). No overlap search, no tracking.
+    ``horizon`` (samples): how far before a snippet the ring is scanned for entries that
+    may overlap it (the matching and hidden-spike lags, plus the slack of spikes found
+    late, by a residual pass, which are added out of order).
     """
     n, n_win, k_count = snippets.shape
     cap = hist_origin.shape[0]
@@ -390,7 +435,7 @@ def assign_spikes(
             hist_origin,
             hist_unit,
             hist_count[0],
-            2 * max_shift + 2 * hidden_max_dt + 1,
+            horizon,
             x,
         )
         energy = _energy(x, row, inv_noise)
@@ -503,6 +548,17 @@ def assign_spikes(
 
 
 def warm_up() -> None:
+    peel_history(
+        np.zeros((8, 2), dtype=np.float32),
+        0,
+        1,
+        np.zeros((1, 3, 2), dtype=np.float32),
+        np.ones((1, 2), dtype=np.uint8),
+        np.ones(4, dtype=np.int64),
+        np.zeros(4, dtype=np.int32),
+        1,
+        4,
+    )
     snippets = np.zeros((1, 3, 2), dtype=np.float32)
     nb = np.array([[0, 1], [1, 0]], dtype=np.int32)
     cand = np.array([[0, -1], [0, -1]], dtype=np.int32)
@@ -533,6 +589,7 @@ def warm_up() -> None:
         np.zeros(1, dtype=np.uint8),
         1.0,
         0.5,
+        5,
         np.zeros(1, dtype=np.int32),
         np.zeros(1, dtype=np.float32),
         np.zeros((1, 3, 2), dtype=np.float32),

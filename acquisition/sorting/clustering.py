@@ -200,6 +200,25 @@ def _noise_rms_distance(a: np.ndarray, b: np.ndarray, noise: np.ndarray, max_shi
     return best
 
 
+def alike(
+    a: np.ndarray,
+    b: np.ndarray,
+    threshold: float,
+    max_shift: int,
+    noise: np.ndarray | None = None,
+    max_rms: float | None = None,
+) -> bool:
+    """Are templates ``a`` and ``b`` one unit: closer than ``threshold`` (relative L2, up
+    to ``max_shift`` samples of lag) and, with ``noise`` (µV per electrode) and
+    ``max_rms``, at most ``max_rms`` noise units RMS apart (two large units alike in
+    shape are relatively close yet many noise units apart)?"""
+    if _relative_distance(a, b, max_shift) >= threshold:
+        return False
+    return (
+        noise is None or max_rms is None or _noise_rms_distance(a, b, noise, max_shift) <= max_rms
+    )
+
+
 def merge_templates(
     templates: list[np.ndarray],
     counts: list[int],
@@ -210,9 +229,10 @@ def merge_templates(
     max_shift: int = 2,
     noise: np.ndarray | None = None,
     noise_factor: float = 0.0,
+    max_rms: float | None = None,
 ) -> tuple[list[np.ndarray], list[int], list[list[int]]]:
-    """Merge templates closer than ``threshold`` (relative L2, up to ``max_shift``
-    samples of lag) whose main electrodes are within ``radius_um``.
+    """Merge the templates that are :func:`alike` (``threshold``, ``max_shift``,
+    ``noise``, ``max_rms``) whose main electrodes are within ``radius_um``.
 
     With ``noise`` (µV per electrode) and ``noise_factor > 0``, two templates are also
     merged when their RMS difference in noise units is within ``noise_factor`` times what
@@ -236,7 +256,7 @@ def merge_templates(
         for b in range(a + 1, n):
             if np.linalg.norm(pos[main_channels[a]] - pos[main_channels[b]]) > radius_um:
                 continue
-            if _relative_distance(templates[a], templates[b], max_shift) < threshold:
+            if alike(templates[a], templates[b], threshold, max_shift, noise, max_rms):
                 parent[find(b)] = find(a)
             elif noise is not None and noise_factor > 0:
                 expected = 1.25 * np.sqrt(1.0 / counts[a] + 1.0 / counts[b])
@@ -276,6 +296,7 @@ def learn_templates(
     merge_threshold: float,
     merge_radius_um: float,
     merge_noise_factor: float = 0.0,
+    merge_max_rms: float | None = None,
     seed: int = 0,
     whiten: bool = False,
 ) -> list[tuple[np.ndarray, int, float]]:
@@ -336,6 +357,7 @@ def learn_templates(
         merge_threshold,
         noise=noise,
         noise_factor=merge_noise_factor,
+        max_rms=merge_max_rms,
     )
     merged_spreads = [
         float(np.average([spreads[i] for i in idx], weights=[counts[i] for i in idx]))

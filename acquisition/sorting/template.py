@@ -12,8 +12,8 @@ import numpy as np
 
 from acquisition.config import TemplateSorterConfig
 from acquisition.detection.base import Detections
-from acquisition.kernels.sort import assign_spikes
-from acquisition.sorting.clustering import _relative_distance, learn_templates, main_channel
+from acquisition.kernels.sort import assign_spikes, peel_history
+from acquisition.sorting.clustering import alike, learn_templates, main_channel
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,9 @@ class _Pool:
             self.dropped += len(self.channels[0])
             del self.channels[0], self.snippets[0], self.samples[0]
 
-    def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Everything in the pool, which is emptied."""
+    def take(self, keep_from: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Everything in the pool; the pool is emptied, or with ``keep_from`` keeps the
+        spikes from that absolute sample on (a sliding window)."""
         if not self.channels:
             out = (np.empty(0, np.int32), np.empty((0, 0, 0), np.float32), np.empty(0, np.int64))
         else:
@@ -74,6 +75,9 @@ class _Pool:
         self.channels, self.snippets, self.samples = [], [], []
         self.size = 0
         self._per_channel_count = {}
+        if keep_from is not None and len(out[0]):
+            recent = out[2] >= keep_from
+            self.add(out[0][recent], out[1][recent], out[2][recent])
         return out
 
 
@@ -115,6 +119,9 @@ class OnlineTemplateSorter:
         self.sample_rate = float(sample_rate)
         self.background = background
         self._hidden_max_dt = round(config.hidden_max_ms * self.sample_rate / 1000.0)
+        #: how much earlier than the newest spike a spike may be labelled (a residual
+        #: pass finds spikes late); set by whoever runs one (see :meth:`peel`)
+        self.order_slack = 0
         pos = self.positions_um
         self._dist = np.sqrt(((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1))
         self._radius = float(
@@ -162,6 +169,7 @@ class OnlineTemplateSorter:
         self.n_unmatched = 0
         self.n_confirmed = 0
         self.n_rejected = 0
+        self.n_late = 0
 
     @property
     def n_units(self) -> int:
@@ -169,10 +177,13 @@ class OnlineTemplateSorter:
 
     # ---------------------------------------------------------------- learning
 
-    def _learn_job(self, pool: _Pool, min_size: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    def _learn_job(
+        self, pool: _Pool, min_size: int, keep_from: int | None = None
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The arguments of :func:`learn_templates` for the snippets pooled so far
-        (taken here, in the caller's thread, so the job itself holds no shared state)."""
-        channels, snippets, samples = pool.take()
+        (taken here, in the caller's thread, so the job itself holds no shared state;
+        ``keep_from``: see :meth:`_Pool.take`)."""
+        channels, snippets, samples = pool.take(keep_from)
         span = float(samples.max() - samples.min()) if len(samples) else 0.0
         self._job_span_s = max(span / self.sample_rate, 1e-3)
         cfg = self.config
@@ -183,14 +194,17 @@ class OnlineTemplateSorter:
             "merge_threshold": cfg.merge_threshold,
             "merge_radius_um": self._radius,
             "merge_noise_factor": cfg.merge_noise_factor,
+            "merge_max_rms": cfg.merge_max_rms,
             "seed": cfg.seed,
             "whiten": cfg.whiten_clustering,
         }
         return args, kwargs
 
-    def _start_job(self, pool: _Pool, min_size: int, learning: bool) -> None:
+    def _start_job(
+        self, pool: _Pool, min_size: int, learning: bool, keep_from: int | None = None
+    ) -> None:
         self._pending_is_learning = learning
-        args, kwargs = self._learn_job(pool, min_size)
+        args, kwargs = self._learn_job(pool, min_size, keep_from)
         if not len(args[0]):
             self._install([], learning)
         elif self.background:
@@ -266,7 +280,10 @@ class OnlineTemplateSorter:
         for u in range(self.n_units):
             if self._dist[main, main_channel(self.templates[u])] > self._radius:
                 continue
-            if _relative_distance(template, self.templates[u], 2) < self.config.merge_threshold:
+            cfg = self.config
+            if alike(
+                template, self.templates[u], cfg.merge_threshold, 2, self._noise, cfg.merge_max_rms
+            ):
                 return True
         return False
 
@@ -342,46 +359,8 @@ class OnlineTemplateSorter:
             return units
         snippets = det.snippets
         if n and self.n_units:
-            scores = np.empty(n, dtype=np.float32)
-            inv_noise = (1.0 / np.maximum(self._noise, 1e-6)).astype(np.float32)
-            snippets = np.empty_like(det.snippets)
-            hidden = np.empty(n, dtype=np.int32)
-            hidden_dt = np.empty(n, dtype=np.int64)
-            gains = np.empty(n, dtype=np.float32)
             weak_u8 = weak.view(np.uint8) if weak is not None else np.zeros(n, dtype=np.uint8)
-            assign_spikes(
-                det.snippets,
-                det.samples,
-                det.channels,
-                self.neighbours,
-                self.candidates,
-                self.templates,
-                self.support,
-                self.trough_row,
-                inv_noise,
-                self.config.match_threshold,
-                self.config.match_relative,
-                self.alphas,
-                self.config.drift_clip,
-                self.config.match_max_shift,
-                self.config.pair_score,
-                self.config.pair_gain,
-                self._hidden_max_dt,
-                self.config.hidden_max_score,
-                self.hidden_near,
-                self._hist_origin,
-                self._hist_unit,
-                self._hist_count,
-                weak_u8,
-                self.config.confirm_max_score,
-                self.config.confirm_min_gain,
-                units,
-                scores,
-                snippets,
-                hidden,
-                hidden_dt,
-                gains,
-            )
+            scores, snippets, hidden, hidden_dt, gains = self._assign(det, weak_u8, units)
             self.gains, self.scores = gains, scores
             found = np.flatnonzero(hidden >= 0)
             if len(found):
@@ -419,7 +398,98 @@ class OnlineTemplateSorter:
                 self.config.recluster_every_s * self.sample_rate
             )
             self._update_candidates()  # main electrodes may have drifted
-            self._start_job(self._unmatched, self.config.new_unit_min_spikes, False)
+            window = self.config.unmatched_window_s
+            keep_from = det.end_sample - round(window * self.sample_rate) if window > 0 else None
+            self._start_job(self._unmatched, self.config.new_unit_min_spikes, False, keep_from)
+        return units
+
+    def _assign(
+        self, det: Detections, weak: np.ndarray, units: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Run the matching kernel on ``det`` (``weak`` uint8 flags) into ``units``;
+        returns its other outputs: (scores, residual snippets, hidden units, their lags,
+        gains)."""
+        n = len(det)
+        scores = np.empty(n, dtype=np.float32)
+        resid = np.empty_like(det.snippets)
+        hidden = np.empty(n, dtype=np.int32)
+        hidden_dt = np.empty(n, dtype=np.int64)
+        gains = np.empty(n, dtype=np.float32)
+        inv_noise = (1.0 / np.maximum(self._noise, 1e-6)).astype(np.float32)
+        assign_spikes(
+            det.snippets,
+            det.samples,
+            det.channels,
+            self.neighbours,
+            self.candidates,
+            self.templates,
+            self.support,
+            self.trough_row,
+            inv_noise,
+            self.config.match_threshold,
+            self.config.match_relative,
+            self.alphas,
+            self.config.drift_clip,
+            self.config.match_max_shift,
+            self.config.pair_score,
+            self.config.pair_gain,
+            self._hidden_max_dt,
+            self.config.hidden_max_score,
+            self.hidden_near,
+            self._hist_origin,
+            self._hist_unit,
+            self._hist_count,
+            weak,
+            self.config.confirm_max_score,
+            self.config.confirm_min_gain,
+            self._horizon(),
+            units,
+            scores,
+            resid,
+            hidden,
+            hidden_dt,
+            gains,
+        )
+        return scores, resid, hidden, hidden_dt, gains
+
+    def _horizon(self) -> int:
+        """How far back the history ring is scanned for spikes overlapping a snippet:
+        the lags of matching and of hidden spikes, and the residual pass's slack."""
+        return 2 * self.config.match_max_shift + 2 * self._hidden_max_dt + 1 + self.order_slack
+
+    def peel(self, buf: np.ndarray, first_sample: int, pre: int) -> None:
+        """Subtract from ``buf`` (filtered µV, row 0 = absolute sample ``first_sample``)
+        the templates of the spikes assigned so far that overlap it; ``pre`` is the
+        detector's snippet rows before the peak. What is left holds the spikes that the
+        detector could not see under bigger ones."""
+        if self.learning or not self.n_units:
+            return
+        peel_history(
+            buf,
+            first_sample,
+            pre,
+            self.templates,
+            self.support,
+            self._hist_origin,
+            self._hist_unit,
+            int(self._hist_count[0]),
+            self._horizon(),
+        )
+
+    def confirm(self, det: Detections) -> np.ndarray:
+        """Unit ids for candidates found late (a residual pass): each is matched like a
+        weak detection (the templates of the spikes around it peeled off first, kept
+        only when a reported unit fits it well, then remembered for peeling); -1 for
+        the others, which are not spikes. Nothing is pooled, no template moves."""
+        n = len(det)
+        units = np.full(n, -1, dtype=np.int32)
+        if not n or self.learning or not self.n_units:
+            return units
+        self._assign(det, np.ones(n, dtype=np.uint8), units)
+        units[units < 0] = -1
+        if self.muted.any():
+            units[(units >= 0) & self.muted[np.maximum(units, 0)]] = -1
+        self.n_late += int((units >= 0).sum())
         return units
 
     def with_hidden(self, det: Detections, units: np.ndarray) -> tuple[Detections, np.ndarray]:
@@ -447,21 +517,9 @@ class OnlineTemplateSorter:
         parent, hunits, dt = self.hidden
         if not len(parent):
             return det, units
-        samples = np.concatenate([det.samples, det.samples[parent] + dt])
-        order = np.argsort(samples, kind="stable")
         mains = self.mains[hunits].astype(np.int32)
-        amps = self.templates[hunits, self.trough_row[hunits], mains]
-        out = Detections(
-            samples=samples[order],
-            channels=np.concatenate([det.channels, mains])[order],
-            amplitudes=np.concatenate([det.amplitudes, amps.astype(np.float32)])[order],
-            snippets=np.concatenate([det.snippets, det.snippets[parent]])[order],
-            first_sample=det.first_sample,
-            end_sample=det.end_sample,
-            timestamp=det.timestamp,
-            sample_rate=det.sample_rate,
-            noise=det.noise,
-        )
+        amps = self.templates[hunits, self.trough_row[hunits], mains].astype(np.float32)
+        out, order = det.added(det.samples[parent] + dt, mains, amps, det.snippets[parent])
         return out, np.concatenate([units, hunits])[order]
 
     def close(self) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from acquisition.detection.base import neighbourhoods
-from acquisition.sorting.clustering import learn_templates, spatial_correlation
+from acquisition.sorting.clustering import learn_templates, merge_templates, spatial_correlation
 
 
 def _probe(n: int = 12) -> np.ndarray:
@@ -64,3 +64,25 @@ def test_whitening_separates_units_alike_on_correlated_noise() -> None:
     found = learn_templates(channels, snippets, nb, np.full(12, 2.0), pos, whiten=True, **kw)
     assert len(found) == 2
     assert sorted(c for _, c, _ in found) == sorted(np.bincount(label).tolist())
+
+
+def test_large_units_alike_in_shape_are_not_merged_with_an_rms_bound() -> None:
+    """Relative distance alone merges two large units of one shape and 25 % apart in
+    size; the RMS bound (noise units) keeps them apart and still merges the same unit
+    seen twice (differences of the size of the estimation noise)."""
+    rng = np.random.default_rng(0)
+    pos = np.array([[0.0, 20.0 * i] for i in range(4)])
+    shape = -np.exp(-0.5 * ((np.arange(40) - 12) / 3.0) ** 2)
+    base = (shape[:, None] * np.array([200.0, 120.0, 60.0, 20.0])[None, :]).astype(np.float32)
+    noise = np.full(4, 10.0)
+    big = base
+    smaller = 0.75 * base  # another neuron: relative distance 0.25, RMS about 1.6 noise
+    twin = base + rng.normal(0, 1.0, size=base.shape).astype(np.float32)  # 0.1 noise RMS
+    templates = [big, smaller, twin]
+    mains = np.zeros(3, dtype=np.int64)
+    merged, _, members = merge_templates(templates, [100, 100, 100], mains, pos, 50.0, 0.3)
+    assert len(merged) == 1
+    merged, _, members = merge_templates(
+        templates, [100, 100, 100], mains, pos, 50.0, 0.3, noise=noise, max_rms=0.5
+    )
+    assert sorted(sorted(m) for m in members) == [[0, 2], [1]]

@@ -216,3 +216,29 @@ def test_shadow_starts_after_shadow_start_ms() -> None:
     assert np.abs(s - np.array([5000, 5018, 7000])).max() <= 2
     s, _ = collect(run(make_detector(CFG, linear_positions(4), FS), x, [5003, 5030]))
     assert np.abs(s - np.array([5000, 7000])).max() <= 2
+
+
+def test_broad_humps_are_weak_or_dropped_and_sharp_spikes_kept() -> None:
+    """A slow hump (the filter's after-lobe of a big spike) crossing the threshold is
+    not a spike: weak when weak peaks are on, else dropped; sharp spikes are unchanged,
+    whatever the chunking."""
+    x = noise(9000, 4, seed=21)
+    t = (np.arange(200) - 100) / FS
+    x[3900:4100, 1] -= 70.0 * np.exp(-0.5 * (t / 4.0e-4) ** 2)  # 7 sigma, 0.4 ms wide
+    plant(x, 6000, 2, 70.0)  # a spike of the same depth, 0.1 ms wide
+    plant(x, 8000, 1, 60.0)  # and a smaller one
+    cuts = [3990, 4003, 6001, 8010]
+    off = collect(run(make_detector(CFG, linear_positions(4), FS), x, cuts))[0]
+    assert np.abs(off - np.array([4000, 6000, 8000])[:, None]).min(axis=1).max() <= 20
+    broad = CFG.model_copy(update={"max_shoulder": 0.4})
+    s, _ = collect(run(make_detector(broad, linear_positions(4), FS), x, cuts))
+    assert np.abs(s - np.array([6000, 8000])).max() <= 2
+    weak_on = broad.model_copy(update={"weak_threshold": 3.5})
+    dets = run(make_detector(weak_on, linear_positions(4), FS), x, cuts)
+    s, _ = collect(dets)
+    weak = np.concatenate([d.weak for d in dets])
+    assert np.abs(s[~weak] - np.array([6000, 8000])).max() <= 2
+    assert np.abs(s[weak] - 4000).min() <= 20
+    for cut in ([], [4001], [3995, 4005, 4010]):  # chunking does not change the result
+        again = collect(run(make_detector(broad, linear_positions(4), FS), x, cut))[0]
+        assert np.array_equal(again, s[~weak])

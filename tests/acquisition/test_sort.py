@@ -16,8 +16,9 @@ from bci.types import Chunk
 FS = 30_000.0
 
 
-def toy_recording(seconds: float, seed: int = 0, n_units: int = 5):
-    """16 electrodes in two columns; units with distinct shapes at distinct depths."""
+def toy_recording(seconds: float, seed: int = 0, n_units: int = 5, rates=None):
+    """16 electrodes in two columns; units with distinct shapes at distinct depths,
+    firing at ``rates`` Hz (default 20 each)."""
     rng = np.random.default_rng(seed)
     n = int(seconds * FS)
     pos = np.array([[32.0 * (i % 2), 20.0 * (i // 2)] for i in range(16)])
@@ -32,7 +33,8 @@ def toy_recording(seconds: float, seed: int = 0, n_units: int = 5):
         amp = 90.0 + 20 * u
         dist = np.sqrt((pos[:, 0] - 16.0 * (u % 2)) ** 2 + (pos[:, 1] - depth) ** 2)
         gain = amp * np.exp(-dist / 25.0)
-        isi = rng.exponential(FS / 20.0, size=int(seconds * 30)) + 60
+        rate = 20.0 if rates is None else rates[u]
+        isi = rng.exponential(FS / rate, size=int(seconds * rate * 1.5) + 10) + 60
         times = np.cumsum(isi).astype(np.int64) + 1000
         times = times[times < n - 100]
         for s in times:
@@ -190,6 +192,7 @@ def _assign(snippets, samples, channels, templates, neighbours, candidates, supp
         1.3, 25.0, 12, 1.15,
         np.ones((4, 2), np.uint8) if near is None else near, *hist,
         np.zeros(n, np.uint8) if weak is None else weak.astype(np.uint8), 1.2, 0.5,
+        2 * 1 + 2 * 12 + 1,  # the history horizon: matching and hidden lags
         units, scores, resid, hidden, hidden_dt,
         np.zeros(n, np.float32) if gains is None else gains,
     )  # fmt: skip
@@ -307,3 +310,98 @@ def test_tracking_is_clipped_per_sample() -> None:
     assert moved[0, 20, 1] - templates[0, 20, 1] == pytest.approx(0.5 * 16.0)  # 2 noise units
     assert moved[0, 5, 0] - templates[0, 5, 0] == pytest.approx(2.0)
     np.testing.assert_array_equal(moved[1], templates[1])
+
+
+def _collisions(seconds: float, seed: int):
+    """8 electrodes; a big unit and a small one under the same electrodes, the small one
+    often firing 0.3-0.8 ms after the big one (on its rebound, in its shadow), and a
+    third unit further on. Returns (data, positions, [big, small, third] spike times,
+    the small unit's spikes that follow a big one)."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * FS)
+    pos = np.array([[32.0 * (i % 2), 20.0 * (i // 2)] for i in range(8)])
+    x = rng.normal(0, 8.0, size=(n, 8)).astype(np.float32)
+    t = (np.arange(60) - 20) / FS
+
+    def add(times: np.ndarray, width: float, amp: float, depth: float) -> None:
+        z = t / width
+        shape = -(1 - z**2) * np.exp(-0.5 * z**2)
+        dist = np.sqrt((pos[:, 0] - 16.0) ** 2 + (pos[:, 1] - depth) ** 2)
+        gain = amp * np.exp(-dist / 25.0)
+        for s in times:
+            x[s - 20 : s + 40] += shape[:, None] * gain[None, :]
+
+    def train(rate: float) -> np.ndarray:
+        isi = rng.exponential(FS / rate, size=int(seconds * rate * 2)) + 90
+        times = np.cumsum(isi).astype(np.int64) + 1000
+        return times[times < n - 200]
+
+    big = train(15.0)
+    pick = big[rng.random(len(big)) < 0.5]
+    follows = pick + rng.integers(9, 25, size=len(pick))
+    small = np.unique(np.concatenate([train(10.0), follows]))
+    third = train(12.0)
+    add(big, 1.1e-4, 260.0, 60.0)
+    add(small, 0.7e-4, 90.0, 60.0)
+    add(third, 0.9e-4, 120.0, 0.0)
+    return x, pos, [big, small, third], follows
+
+
+def test_residual_pass_finds_spikes_hidden_under_bigger_ones() -> None:
+    """A spike on the rebound or in the shadow of a bigger one at the same place is
+    invisible to the first pass; the residual pass finds it once the bigger one's
+    template is taken out, with its own unit, and adds no spike that is not one."""
+    x, pos, truth, follows = _collisions(14.0, seed=5)
+    detection = {"shadow_ms": 2.0, "shadow_start_ms": 0.6, "max_shoulder": 0.2}
+    detection |= {"weak_threshold": 3.5, "threshold": 4.5}
+    sorter = {"learning_s": 5.0, "recluster_every_s": 1e6}
+    learn_end = int(6.0 * FS)
+    out = {}
+    for residual in (False, True):
+        cfg = AcquisitionConfig.model_validate(
+            {"detection": detection, "sorter": sorter | {"residual_pass": residual}}
+        )
+        pipe = OnlinePipeline(cfg, pos, FS)
+        batches = [pipe.process(Chunk(x[a : a + 30], a, a / FS, FS)) for a in range(0, len(x), 30)]
+        spikes = np.concatenate([b.spikes for b in batches])
+        spikes = spikes[spikes["sample"] > learn_end]
+        accs = []
+        for gt in truth:
+            acc, unit = best_accuracy(gt[gt > learn_end + 100], spikes["sample"], spikes["unit"])
+            accs.append((acc, unit))
+        small_unit = accs[1][1]
+        st = np.sort(spikes["sample"][spikes["unit"] == small_unit])
+        hidden = follows[follows > learn_end + 100]
+        idx = np.clip(np.searchsorted(st, hidden), 1, len(st) - 1)
+        found = np.minimum(np.abs(st[idx] - hidden), np.abs(st[idx - 1] - hidden)) <= 6
+        out[residual] = (accs, found.mean(), pipe.sorter)
+    (acc0, found0, _), (acc1, found1, sorter) = out[False], out[True]
+    assert sorter is not None
+    assert sorter.n_late > 0
+    assert found0 < 0.6  # the first pass misses most of them ...
+    assert found1 >= found0 + 0.25  # ... the residual pass finds them
+    assert acc1[1][0] > acc0[1][0] + 0.05  # the small unit is sorted better
+    assert acc1[0][0] >= acc0[0][0] - 0.01  # and the others no worse
+    assert acc1[2][0] >= acc0[2][0] - 0.01
+
+
+def test_a_slow_new_unit_gathers_its_spikes_across_reclusterings() -> None:
+    """A neuron that appears after learning and fires too slowly to give
+    new_unit_min_spikes in one recluster period founds a unit only when the unmatched
+    spikes are kept over a window of several periods."""
+    rates = [20.0, 20.0, 20.0, 20.0, 3.0]
+    x, pos, truth = toy_recording(36.0, seed=3, rates=rates)
+    x[: int(6 * FS)] = toy_recording(36.0, seed=3, n_units=4, rates=rates)[0][: int(6 * FS)]
+    sorter = {"learning_s": 4.0, "recluster_every_s": 2.0, "new_unit_min_spikes": 30}
+    sorter |= {"match_threshold": 2.0, "match_relative": 0.2}
+    late = truth[4][truth[4] > int(28 * FS)]
+    accs = {}
+    for window in (0.0, 20.0):
+        cfg = AcquisitionConfig.model_validate({"sorter": sorter | {"unmatched_window_s": window}})
+        pipe = OnlinePipeline(cfg, pos, FS)
+        out = [pipe.process(Chunk(x[i : i + 3000], i, 0.0, FS)) for i in range(0, len(x), 3000)]
+        spikes = np.concatenate([b.spikes for b in out])
+        tail = spikes[spikes["sample"] > int(28 * FS)]
+        accs[window] = best_accuracy(late, tail["sample"], tail["unit"])[0]
+    assert accs[0.0] < 0.5  # about 6 spikes per 2 s period: never 30 at once
+    assert accs[20.0] >= 0.8
