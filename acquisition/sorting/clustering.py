@@ -1,12 +1,27 @@
-"""Building templates from snippets: PCA and density clustering per electrode, then
-merging of the clusters that are the same unit seen from neighbouring electrodes.
+"""Building templates from snippets: PCA and density clustering per electrode, a split
+of the clusters that still hold two units, then merging of the clusters that are the
+same unit seen from neighbouring electrodes.
 
 Plain functions over arrays (vectorised numpy and scikit-learn), no I/O.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+
+#: :func:`alike` compares two templates only where at least this share of each one's
+#: energy lies on the electrodes both are defined on (seen: 0.83-1.0 for two clusters
+#: of one unit, 0.19-0.34 for two units 40 µm apart that chained into one)
+MIN_OVERLAP = 0.5
+#: :func:`split_mixtures` splits a cluster in two when the halves lie this many of
+#: their own standard deviations apart along the line between them (about 2.7 for one
+#: Gaussian cut in half)
+SPLIT_DPRIME = 4.0
+#: ... and when their templates differ by this many times the RMS noise of two medians
+#: of their sizes (seen: 2.7-3.8 for two units, 0.9 for a unit cut in two by noise)
+SPLIT_NOISE_FACTOR = 2.0
 
 
 def _cluster_labels(features: np.ndarray, min_size: int, seed: int) -> np.ndarray:
@@ -99,6 +114,65 @@ def _reassign_noise(features: np.ndarray, labels: np.ndarray, factor: float = 2.
     ok = d[np.arange(len(noise)), best] < factor
     out = labels.copy()
     out[noise[ok]] = np.asarray(ids)[best[ok]]
+    return out
+
+
+def _bisect(x: np.ndarray, n_components: int, seed: int) -> tuple[np.ndarray, float]:
+    """Two-means split of the rows of ``x`` on their first ``n_components`` principal
+    components: (labels 0/1, the halves' separation along the line between their
+    centres in units of their own standard deviation)."""
+    from sklearn.cluster import KMeans
+
+    y = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(y, full_matrices=False)
+    f = y @ vt[:n_components].T
+    km = KMeans(2, n_init=4, random_state=seed).fit(f)
+    labels = np.asarray(km.labels_, dtype=np.int64)
+    axis = km.cluster_centers_[1] - km.cluster_centers_[0]
+    p = f @ (axis / max(float(np.linalg.norm(axis)), 1e-12))
+    a, b = p[labels == 0], p[labels == 1]
+    if len(a) < 2 or len(b) < 2:
+        return labels, 0.0
+    spread = np.sqrt((a.var() + b.var()) / 2.0)
+    return labels, float(abs(b.mean() - a.mean()) / max(float(spread), 1e-12))
+
+
+def split_mixtures(
+    x: np.ndarray,
+    members: np.ndarray,
+    template_of: Callable[[np.ndarray], np.ndarray],
+    apart: Callable[[np.ndarray, np.ndarray, int, int], bool],
+    n_components: int,
+    min_size: int,
+    seed: int,
+    depth: int = 2,
+    min_dprime: float = SPLIT_DPRIME,
+) -> list[np.ndarray]:
+    """Split the cluster ``members`` (rows of the features ``x``) while it is two.
+
+    Density clustering keeps two units of the same size and shape on one electrode
+    together when noise bridges them. Two-means finds such a pair; the split stands
+    when the halves are well apart (``min_dprime``), each has ``min_size`` members, and
+    their templates (``template_of(rows)``) are ``apart(t0, t1, n0, n1)`` (see
+    :func:`learn_templates`: not merged back, and further apart than their own
+    estimation noise; a unit's spikes aligned one sample apart form two halves that
+    the merge test joins). Up to ``depth`` times.
+    """
+    if depth <= 0 or len(members) < 2 * min_size:
+        return [members]
+    labels, dprime = _bisect(x[members], n_components, seed)
+    parts = [members[labels == k] for k in (0, 1)]
+    if dprime < min_dprime or min(len(q) for q in parts) < min_size:
+        return [members]
+    if not apart(template_of(parts[0]), template_of(parts[1]), len(parts[0]), len(parts[1])):
+        return [members]
+    out: list[np.ndarray] = []
+    for q in parts:
+        out.extend(
+            split_mixtures(
+                x, q, template_of, apart, n_components, min_size, seed, depth - 1, min_dprime
+            )
+        )
     return out
 
 
@@ -200,6 +274,14 @@ def _noise_rms_distance(a: np.ndarray, b: np.ndarray, noise: np.ndarray, max_shi
     return best
 
 
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """The smaller of the shares of ``a``'s and ``b``'s energy on the electrodes both
+    are defined on."""
+    common = support(a) & support(b)
+    share = [float((t[:, common] ** 2).sum()) / max(float((t**2).sum()), 1e-12) for t in (a, b)]
+    return min(share)
+
+
 def alike(
     a: np.ndarray,
     b: np.ndarray,
@@ -207,16 +289,45 @@ def alike(
     max_shift: int,
     noise: np.ndarray | None = None,
     max_rms: float | None = None,
+    min_overlap: float = MIN_OVERLAP,
 ) -> bool:
     """Are templates ``a`` and ``b`` one unit: closer than ``threshold`` (relative L2, up
     to ``max_shift`` samples of lag) and, with ``noise`` (µV per electrode) and
     ``max_rms``, at most ``max_rms`` noise units RMS apart (two large units alike in
-    shape are relatively close yet many noise units apart)?"""
+    shape are relatively close yet many noise units apart)?
+
+    Both are compared on the electrodes they share, so that comparison must hold at
+    least ``min_overlap`` of each one's energy: two clusters cut around electrodes
+    80 µm apart share a corner of their neighbourhoods, where two different units can
+    look the same.
+    """
+    if _overlap(a, b) < min_overlap:
+        return False
     if _relative_distance(a, b, max_shift) >= threshold:
         return False
     return (
         noise is None or max_rms is None or _noise_rms_distance(a, b, noise, max_shift) <= max_rms
     )
+
+
+def distinct(
+    a: np.ndarray,
+    b: np.ndarray,
+    n_a: int,
+    n_b: int,
+    noise: np.ndarray,
+    threshold: float,
+    max_rms: float | None,
+    max_shift: int = 2,
+) -> bool:
+    """Are the templates ``a`` and ``b`` (medians of ``n_a`` and ``n_b`` spikes) two
+    units: not :func:`alike` (``threshold``, ``max_rms``) and further apart than
+    ``SPLIT_NOISE_FACTOR`` times the estimation noise of two such medians (RMS, noise
+    units)? Halves of one faint unit are not alike by chance when few."""
+    if alike(a, b, threshold, max_shift, noise, max_rms):
+        return False
+    expected = 1.25 * np.sqrt(1.0 / n_a + 1.0 / n_b)
+    return _noise_rms_distance(a, b, noise, max_shift) >= SPLIT_NOISE_FACTOR * expected
 
 
 def merge_templates(
@@ -239,43 +350,72 @@ def merge_templates(
     the estimation noise of two medians of ``n_a`` and ``n_b`` spikes gives
     (``1.25 * sqrt(1/n_a + 1/n_b)``): small units are judged against their own noise.
 
-    Returns the merged templates (count-weighted means), their counts, and for each the
-    indices of the input templates it absorbed.
+    Agglomerative, by average linkage over the input templates: two groups merge when
+    the pairs of their members that pass hold at least half the weight (count times
+    count), the groups with the largest such share (then the closest) first. So a small,
+    noisy cluster alike to two units joins one of them and does not chain the two into
+    one; and members are compared as they are, not through a mean of two that are
+    aligned a sample apart (which smears).
+
+    Returns the merged templates (per electrode, count-weighted means over the members
+    defined there), their counts, and for each the indices of the input templates it
+    absorbed.
     """
     n = len(templates)
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
     pos = np.asarray(positions_um)
+    # the member pairs that pass, with their relative distance
+    close: dict[tuple[int, int], float] = {}
     for a in range(n):
         for b in range(a + 1, n):
             if np.linalg.norm(pos[main_channels[a]] - pos[main_channels[b]]) > radius_um:
                 continue
-            if alike(templates[a], templates[b], threshold, max_shift, noise, max_rms):
-                parent[find(b)] = find(a)
-            elif noise is not None and noise_factor > 0:
+            ta, tb = templates[a], templates[b]
+            if alike(ta, tb, threshold, max_shift, noise, max_rms):
+                close[(a, b)] = _relative_distance(ta, tb, max_shift)
+            elif noise is not None and noise_factor > 0 and _overlap(ta, tb) >= MIN_OVERLAP:
                 expected = 1.25 * np.sqrt(1.0 / counts[a] + 1.0 / counts[b])
-                rms = _noise_rms_distance(templates[a], templates[b], noise, max_shift)
-                if rms < noise_factor * expected:
-                    parent[find(b)] = find(a)
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(find(i), []).append(i)
+                if _noise_rms_distance(ta, tb, noise, max_shift) < noise_factor * expected:
+                    close[(a, b)] = _relative_distance(ta, tb, max_shift)
+    group_of = list(range(n))
+    groups: dict[int, list[int]] = {i: [i] for i in range(n)}
+
+    def link(ga: list[int], gb: list[int]) -> tuple[float, float]:
+        """(share of the pair weight that passes, mean distance of those pairs)."""
+        total = passing = dist = 0.0
+        for i in ga:
+            for j in gb:
+                w = float(counts[i]) * float(counts[j])
+                total += w
+                d = close.get((min(i, j), max(i, j)))
+                if d is not None:
+                    passing += w
+                    dist += w * d
+        return passing / total, dist / max(passing, 1e-12)
+
+    while True:
+        pairs = {tuple(sorted((group_of[i], group_of[j]))) for i, j in close}
+        pairs = {q for q in pairs if q[0] != q[1]}
+        best: tuple[float, float] | None = None
+        chosen = (0, 0)
+        for ga, gb in pairs:
+            share, dist = link(groups[ga], groups[gb])
+            if share >= 0.5 and (best is None or (-share, dist) < (-best[0], best[1])):
+                best, chosen = (share, dist), (ga, gb)
+        if best is None:
+            break
+        ga, gb = chosen
+        groups[ga] = groups[ga] + groups.pop(gb)
+        for i in groups[ga]:
+            group_of[i] = ga
     out_t, out_c, members = [], [], []
-    for idx in groups.values():
+    for idx in sorted(groups.values(), key=min):
         w = np.array([counts[i] for i in idx], dtype=np.float64)
-        # per electrode, the count-weighted mean over the members defined there
         num = sum(templates[i].astype(np.float64) * wi for i, wi in zip(idx, w, strict=True))
         den = sum(support(templates[i]) * wi for i, wi in zip(idx, w, strict=True))
         t = np.where(den > 0, num / np.maximum(den, 1e-12), 0.0)
         out_t.append(np.asarray(t, dtype=np.float32))
         out_c.append(int(w.sum()))
-        members.append(idx)
+        members.append(sorted(idx))
     return out_t, out_c, members
 
 
@@ -310,7 +450,9 @@ def learn_templates(
     With ``whiten``, the noise correlation between electrodes (by distance) is measured on
     the residuals of a first clustering, and the snippets are clustered again decorrelated
     across electrodes (units alike on correlated noise separate); templates are medians
-    of the raw snippets either way.
+    of the raw snippets either way. Each cluster is then split while it holds two units
+    (:func:`split_mixtures`, :func:`distinct`), and clusters of one unit seen from
+    neighbouring electrodes are merged (:func:`merge_templates`).
     """
     n_channels = neighbours.shape[0]
     noise = np.maximum(np.asarray(noise, dtype=np.float64), 1e-6)
@@ -318,10 +460,12 @@ def learn_templates(
     counts: list[int] = []
     spreads: list[float] = []
     groups: dict[int, list[np.ndarray]] = {}
+    features: dict[int, np.ndarray] = {}
     for c in np.unique(channels):
         sel = np.flatnonzero(channels == c)
         nb = neighbours[c]
         inv = np.where(nb >= 0, 1.0 / noise[np.maximum(nb, 0)], 0.0)
+        features[int(c)] = snippets[sel] * inv[None, None, :]
         groups[int(c)] = cluster_channel(snippets[sel], inv, n_components, min_size, seed)
     if whiten and groups:
         edges, rho = spatial_correlation(
@@ -333,7 +477,24 @@ def learn_templates(
             k = int((nb >= 0).sum())
             x = snippets[sel][:, :, :k] / noise[nb[:k]][None, None, :]
             xw = (x @ _whitener(nb[:k], positions_um, edges, rho)).astype(np.float32)
+            features[c] = xw
             groups[c] = cluster_channel(xw, np.ones(k), n_components, min_size, seed)
+
+    def apart(a: np.ndarray, b: np.ndarray, n_a: int, n_b: int) -> bool:
+        return distinct(a, b, n_a, n_b, noise, merge_threshold, merge_max_rms)
+
+    for c, clusters in groups.items():
+        sel = np.flatnonzero(channels == c)
+        x = features[c].reshape(len(sel), -1).astype(np.float64)
+
+        def template_of(rows: np.ndarray, c: int = c, sel: np.ndarray = sel) -> np.ndarray:
+            return dense_template(snippets[sel[rows]], c, neighbours, n_channels)
+
+        groups[c] = [
+            part
+            for members in clusters
+            for part in split_mixtures(x, members, template_of, apart, n_components, min_size, seed)
+        ]
     for c, clusters in groups.items():
         sel = np.flatnonzero(channels == c)
         nb = neighbours[c]
