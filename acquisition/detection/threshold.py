@@ -20,6 +20,9 @@ from bci.types import Chunk
 
 _POLARITY = {"neg": NEG, "pos": POS, "both": BOTH}
 _MAD_TO_SIGMA = 1.0 / 0.6744897501960817
+#: the detector sets its thresholds from the noise estimate at the start of each block of
+#: this many seconds on the absolute sample grid (the same whatever the chunking)
+NOISE_BLOCK_S = 0.010
 
 
 class ThresholdDetector:
@@ -84,6 +87,8 @@ class ThresholdDetector:
         self._shadow_until = np.full(self.n_channels, -(2**62), dtype=np.int64)
         self._shadow_value = np.zeros(self.n_channels, dtype=np.float32)
         self._eta = 1.0 / (config.noise_tau_s * fs)
+        #: the thresholds are set anew at every block of this many samples (10 ms)
+        self._noise_block = max(1, round(NOISE_BLOCK_S * fs))
         self._warmup_n = max(1, round(config.noise_warmup_s * fs))
         self.median_abs = np.zeros(self.n_channels, dtype=np.float64)
         self.thresholds = np.full(self.n_channels, np.inf, dtype=np.float32)
@@ -114,6 +119,8 @@ class ThresholdDetector:
         self._shadow_until[:] = -(2**62)
         self._shadow_value[:] = 0.0
         self._detect_from = 0  # no peak before the end of the noise warm-up
+        #: absolute sample up to which the noise estimate has followed the signal
+        self._noise_pos: int | None = None
         self.noise_ready = False
         self.median_abs[:] = 0.0
         self.thresholds[:] = np.inf
@@ -126,6 +133,8 @@ class ThresholdDetector:
         self._buf = np.zeros((cap, self.n_channels), dtype=np.float32)
         self._n = self.left  # ``left`` rows of zeros before the first sample
         self._buf_start = None if first_sample is None else first_sample - self.left
+        if self._noise_pos is not None and first_sample is not None:
+            self._noise_pos = first_sample  # the noise follows on after a gap
         self._next = first_sample  # next undecided absolute sample
         self._res_next = first_sample  # ... of the residual pass
         self._recent = (np.empty(0, np.int64), np.empty(0, np.int32))  # first-pass peaks
@@ -150,10 +159,25 @@ class ThresholdDetector:
                 self.median_abs[self.median_abs <= 0] = 1e-6
                 self._warm_parts = []
                 self.noise_ready = True
-                if self.config.adapt_noise:
-                    track_median_abs(data[take:], self.median_abs, self._eta)
-        elif self.config.adapt_noise:
-            track_median_abs(data, self.median_abs, self._eta)
+                self._noise_pos = first_sample + take
+                self._set_thresholds()
+
+    def _advance_noise(self, to: int) -> None:
+        """Let the noise estimate follow the signal up to absolute sample ``to`` (in the
+        buffer) and set the thresholds from it. Detection calls this at fixed blocks of
+        the absolute sample grid, so the thresholds a peak meets do not depend on how
+        the stream is cut into chunks (they once followed each chunk's end: a replay in
+        1 ms chunks and a live run whose chunks grew while it caught up disagreed on
+        peaks at the threshold)."""
+        if not self.config.adapt_noise or self._noise_pos is None or to <= self._noise_pos:
+            return
+        assert self._buf_start is not None
+        r0, r1 = self._noise_pos - self._buf_start, to - self._buf_start
+        track_median_abs(self._buf[r0:r1], self.median_abs, self._eta)
+        self._noise_pos = to
+        self._set_thresholds()
+
+    def _set_thresholds(self) -> None:
         if self.noise_ready:
             sigma = self.median_abs * _MAD_TO_SIGMA
             self.thresholds[:] = self.config.threshold * sigma
@@ -196,31 +220,40 @@ class ThresholdDetector:
             out_t = np.empty(cap, dtype=np.int64)
             out_c = np.empty(cap, dtype=np.int32)
             out_w = np.empty(cap, dtype=np.uint8)
-            n = detect_peaks(
-                self._buf,
-                start_row,
-                stop_row,
-                self.thresholds,
-                self.neighbours,
-                self.exclude,
-                self.polarity,
-                out_t,
-                out_c,
-                self._buf_start,
-                self.shadow,
-                self.config.shadow_fraction,
-                self._shadow_until,
-                self._shadow_value,
-                self.shadow_neighbours,
-                self.weak_thresholds,
-                self._weak_shadow_ratio,
-                out_w,
-                self.shadow_start,
-                self._shadow_from,
-                self.shoulder,
-                self.config.max_shoulder,
-                self.weak_enabled,
-            )
+            n = 0
+            block = self._noise_block
+            seg = start_row
+            while seg < stop_row:
+                # thresholds from the noise at the start of this row's block
+                at = (seg + self._buf_start) // block * block
+                self._advance_noise(at)
+                seg_end = min(stop_row, at + block - self._buf_start)
+                n += detect_peaks(
+                    self._buf,
+                    seg,
+                    seg_end,
+                    self.thresholds,
+                    self.neighbours,
+                    self.exclude,
+                    self.polarity,
+                    out_t[n:],
+                    out_c[n:],
+                    self._buf_start,
+                    self.shadow,
+                    self.config.shadow_fraction,
+                    self._shadow_until,
+                    self._shadow_value,
+                    self.shadow_neighbours,
+                    self.weak_thresholds,
+                    self._weak_shadow_ratio,
+                    out_w[n:],
+                    self.shadow_start,
+                    self._shadow_from,
+                    self.shoulder,
+                    self.config.max_shoulder,
+                    self.weak_enabled,
+                )
+                seg = seg_end
             rows, chans = out_t[:n], out_c[:n]
             snippets = np.empty(
                 (n, self.n_window, self.snippet_neighbours.shape[1]), dtype=np.float32
@@ -250,7 +283,10 @@ class ThresholdDetector:
         undecided = end_abs
         if self.residual_lag and self._res_next is not None:
             undecided = min(end_abs, self._res_next)
-        drop = undecided - self.left - self._buf_start
+        keep_from = undecided - self.left
+        if self._noise_pos is not None and self.config.adapt_noise:
+            keep_from = min(keep_from, self._noise_pos)  # the noise has yet to see these
+        drop = keep_from - self._buf_start
         if drop > 0:
             keep = self._n - drop
             self._buf[:keep] = self._buf[drop : self._n]

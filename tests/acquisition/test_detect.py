@@ -242,3 +242,36 @@ def test_broad_humps_are_weak_or_dropped_and_sharp_spikes_kept() -> None:
     for cut in ([], [4001], [3995, 4005, 4010]):  # chunking does not change the result
         again = collect(run(make_detector(broad, linear_positions(4), FS), x, cut))[0]
         assert np.array_equal(again, s[~weak])
+
+
+def test_adaptive_thresholds_do_not_depend_on_chunking() -> None:
+    """With the noise estimate adapting, the thresholds are set on a fixed grid of
+    absolute samples: a run in 1 ms chunks and one in chunks of up to 100 ms (a live
+    loop catching up after a stall) find the same peaks, strong and weak, even those
+    at the threshold while the noise level drifts."""
+    rng = np.random.default_rng(5)
+    n, c = 90_000, 8
+    x = noise(n, c, seed=5) * np.linspace(1.0, 1.4, n, dtype=np.float32)[:, None]
+    times = np.arange(4000, n - 100, 97)
+    chans = rng.integers(0, c, size=len(times))
+    amps = rng.uniform(3.0, 6.0, size=len(times)) * SIGMA  # around both thresholds
+    for t, ch, a in zip(times, chans, amps, strict=True):
+        plant(x, int(t), int(ch), float(a), spread=1)
+    cfg = ThresholdDetectorConfig(
+        adapt_noise=True, noise_tau_s=0.3, noise_warmup_s=0.1, weak_threshold=3.5
+    )
+    pos = linear_positions(c)
+
+    def found(cuts: list[int]) -> tuple[np.ndarray, ...]:
+        dets = run(make_detector(cfg, pos, FS), x, cuts)
+        weak = np.concatenate([d.weak if d.weak is not None else [] for d in dets])
+        return (*collect(dets), weak.astype(bool))
+
+    reference = found(list(range(30, n, 30)))
+    cuts = np.cumsum(rng.integers(1, 3000, size=200))
+    s, ch, weak = found(sorted(cuts[cuts < n].tolist()))
+    assert len(reference[0]) > 500
+    assert reference[2].sum() > 100  # many weak peaks: the thresholds matter here
+    np.testing.assert_array_equal(s, reference[0])
+    np.testing.assert_array_equal(ch, reference[1])
+    np.testing.assert_array_equal(weak, reference[2])
