@@ -145,7 +145,7 @@ class ThresholdDetector:
         """Current noise per channel (µV, robust standard deviation)."""
         return (self.median_abs * _MAD_TO_SIGMA).astype(np.float32)
 
-    def _update_noise(self, data: np.ndarray, first_sample: int) -> None:
+    def _warm_up_noise(self, data: np.ndarray, first_sample: int) -> None:
         if not self.noise_ready:
             # exactly the first ``warmup`` samples, every 3rd on the absolute grid, so the
             # estimate does not depend on how the stream is cut into chunks
@@ -207,7 +207,7 @@ class ThresholdDetector:
             self._buf = grown
         self._buf[self._n : self._n + n_new] = data
         self._n += n_new
-        self._update_noise(data, chunk.first_sample)
+        self._warm_up_noise(data, chunk.first_sample)
 
         end_abs = self._buf_start + self._n - self.lookahead  # first sample not decidable
         first = self._next

@@ -310,6 +310,12 @@ def alike(
     )
 
 
+def _median_noise(n_a: int, n_b: int) -> float:
+    """RMS difference (noise units) expected between the medians of ``n_a`` and ``n_b``
+    spikes of one unit, from noise alone."""
+    return float(1.25 * np.sqrt(1.0 / n_a + 1.0 / n_b))
+
+
 def distinct(
     a: np.ndarray,
     b: np.ndarray,
@@ -326,7 +332,7 @@ def distinct(
     units)? Halves of one faint unit are not alike by chance when few."""
     if alike(a, b, threshold, max_shift, noise, max_rms):
         return False
-    expected = 1.25 * np.sqrt(1.0 / n_a + 1.0 / n_b)
+    expected = _median_noise(n_a, n_b)
     return _noise_rms_distance(a, b, noise, max_shift) >= SPLIT_NOISE_FACTOR * expected
 
 
@@ -373,7 +379,7 @@ def merge_templates(
             if alike(ta, tb, threshold, max_shift, noise, max_rms):
                 close[(a, b)] = _relative_distance(ta, tb, max_shift)
             elif noise is not None and noise_factor > 0 and _overlap(ta, tb) >= MIN_OVERLAP:
-                expected = 1.25 * np.sqrt(1.0 / counts[a] + 1.0 / counts[b])
+                expected = _median_noise(counts[a], counts[b])
                 if _noise_rms_distance(ta, tb, noise, max_shift) < noise_factor * expected:
                     close[(a, b)] = _relative_distance(ta, tb, max_shift)
     group_of = list(range(n))
@@ -465,7 +471,8 @@ def learn_templates(
         sel = np.flatnonzero(channels == c)
         nb = neighbours[c]
         inv = np.where(nb >= 0, 1.0 / noise[np.maximum(nb, 0)], 0.0)
-        features[int(c)] = snippets[sel] * inv[None, None, :]
+        if not whiten:  # (else the whitened snippets below)
+            features[int(c)] = snippets[sel] * inv[None, None, :]
         groups[int(c)] = cluster_channel(snippets[sel], inv, n_components, min_size, seed)
     if whiten and groups:
         edges, rho = spatial_correlation(
