@@ -547,6 +547,81 @@ def assign_spikes(
             out_units[i] = -1
 
 
+@numba.njit(cache=True, nogil=True)
+def alike_pairs(
+    templates: np.ndarray,
+    support: np.ndarray,
+    pair_a: np.ndarray,
+    pair_b: np.ndarray,
+    inv_noise: np.ndarray,
+    threshold: float,
+    max_rms: float,
+    min_overlap: float,
+    max_shift: int,
+    out: np.ndarray,
+) -> None:
+    """:func:`acquisition.sorting.clustering.alike` for many pairs of ``templates``
+    ``(n_units, n_window, n_channels)`` at once: ``out[p]`` is 1 when units
+    ``pair_a[p]`` and ``pair_b[p]`` are one unit, else 0.
+
+    As there: compared on the electrodes both are defined on (``support``), which must
+    hold ``min_overlap`` of each one's energy; over lags of ``±max_shift`` the smallest
+    L2 distance relative to the larger norm must be below ``threshold`` and the smallest
+    RMS distance in noise units (``inv_noise`` per electrode) at most ``max_rms``.
+    """
+    n_win = templates.shape[1]
+    n_ch = templates.shape[2]
+    for p in range(pair_a.shape[0]):
+        a = pair_a[p]
+        b = pair_b[p]
+        out[p] = 0
+        ea = 0.0
+        eb = 0.0
+        ea_common = 0.0
+        eb_common = 0.0
+        n_common = 0
+        for ch in range(n_ch):
+            sa = support[a, ch] != 0
+            sb = support[b, ch] != 0
+            if not (sa or sb):
+                continue
+            for s in range(n_win):
+                va = templates[a, s, ch]
+                vb = templates[b, s, ch]
+                ea += va * va
+                eb += vb * vb
+                if sa and sb:
+                    ea_common += va * va
+                    eb_common += vb * vb
+            if sa and sb:
+                n_common += 1
+        if n_common == 0:
+            continue
+        if ea_common < min_overlap * max(ea, 1e-12) or eb_common < min_overlap * max(eb, 1e-12):
+            continue
+        norm = np.sqrt(max(ea_common, eb_common, 1e-18))
+        best_l2 = np.inf
+        best_rms = np.inf
+        for sh in range(-max_shift, max_shift + 1):
+            # row i of a meets row i - sh of b
+            r0 = max(0, sh)
+            r1 = n_win + min(0, sh)
+            l2 = 0.0
+            ms = 0.0
+            for ch in range(n_ch):
+                if support[a, ch] == 0 or support[b, ch] == 0:
+                    continue
+                w = inv_noise[ch]
+                for i in range(r0, r1):
+                    d = templates[a, i, ch] - templates[b, i - sh, ch]
+                    l2 += d * d
+                    ms += (d * w) * (d * w)
+            best_l2 = min(best_l2, np.sqrt(l2))
+            best_rms = min(best_rms, np.sqrt(ms / max(n_common * (r1 - r0), 1)))
+        if best_l2 / norm < threshold and best_rms <= max_rms:
+            out[p] = 1
+
+
 def warm_up() -> None:
     peel_history(
         np.zeros((8, 2), dtype=np.float32),
@@ -596,4 +671,16 @@ def warm_up() -> None:
         np.zeros(1, dtype=np.int32),
         np.zeros(1, dtype=np.int64),
         np.zeros(1, dtype=np.float32),
+    )
+    alike_pairs(
+        np.ones((2, 3, 2), dtype=np.float32),
+        np.ones((2, 2), dtype=np.uint8),
+        np.zeros(1, dtype=np.int64),
+        np.ones(1, dtype=np.int64),
+        np.ones(2, dtype=np.float32),
+        0.3,
+        0.8,
+        0.5,
+        1,
+        np.zeros(1, dtype=np.uint8),
     )

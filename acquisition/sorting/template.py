@@ -12,8 +12,8 @@ import numpy as np
 
 from acquisition.config import TemplateSorterConfig
 from acquisition.detection.base import Detections
-from acquisition.kernels.sort import assign_spikes, peel_history
-from acquisition.sorting.clustering import alike, learn_templates, main_channel
+from acquisition.kernels.sort import alike_pairs, assign_spikes, peel_history
+from acquisition.sorting.clustering import MIN_OVERLAP, alike, learn_templates, main_channel
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +21,11 @@ _NO_HIDDEN = (np.empty(0, np.int64), np.empty(0, np.int32), np.empty(0, np.int64
 
 #: A main electrode or trough row changes when the new one is this much larger.
 _SWITCH = 1.1
+
+#: Two alike units are one neuron only if the smaller trough is at least this share of
+#: the larger: both templates follow that neuron's spikes, so they have its size (a
+#: fainter look-alike is a neighbour, or a sink that keeps a neighbour's spikes apart).
+_DUPLICATE_SIZE = 0.85
 
 #: Assigned spikes remembered for peeling (only those within a window of a new one count).
 _HISTORY = 4096
@@ -93,12 +98,13 @@ class OnlineTemplateSorter:
     assigned to the closest template near its peak electrode in the same call; templates
     follow drift; unmatched spikes are pooled and clustered every ``recluster_every_s``, a
     cluster of at least ``new_unit_min_spikes`` unlike every template founds a new unit.
-    Unit ids never change once given. Overlaps: templates of spikes already assigned are
-    peeled off each snippet, a snippet that fits no single template is fitted as two
-    spikes, and :meth:`with_hidden` adds the smaller spike of an overlap that the
-    detector merged into one event. With ``background=True`` learning runs in a worker
-    process and the stage keeps labelling meanwhile (real time); else it blocks (offline,
-    deterministic).
+    Unit ids never change once given; a unit that has become alike to another (one
+    neuron learned as two) is retired into it at a reclustering. Overlaps: templates of
+    spikes already assigned are peeled off each snippet, a snippet that fits no single
+    template is fitted as two spikes, and :meth:`with_hidden` adds the smaller spike of
+    an overlap that the detector merged into one event. With ``background=True``
+    learning runs in a worker process and the stage keeps labelling meanwhile (real
+    time); else it blocks (offline, deterministic).
     """
 
     def __init__(
@@ -140,6 +146,12 @@ class OnlineTemplateSorter:
         self.unit_counts: list[int] = []
         self.alphas = np.zeros(0, dtype=np.float32)  # template tracking rate per unit
         self.muted = np.zeros(0, dtype=bool)
+        #: units found to duplicate another (see :meth:`_retire_duplicates`): no longer
+        #: matched; ``merged_into[u]`` is the unit that takes their spikes
+        self.retired = np.zeros(0, dtype=bool)
+        self.merged_into: dict[int, int] = {}
+        #: spikes assigned to each unit so far
+        self.assigned = np.zeros(0, dtype=np.int64)
         self.spreads: list[float] = []
         self._job_span_s = 1.0
         self.support = np.zeros((0, self.n_channels), dtype=np.uint8)
@@ -245,6 +257,8 @@ class OnlineTemplateSorter:
             )
             self.spreads.extend(s for _, _, s in new)
             self.muted = np.concatenate([self.muted, [self._weak(t, c) for t, c, _ in new]])
+            self.retired = np.concatenate([self.retired, np.zeros(len(new), dtype=bool)])
+            self.assigned = np.concatenate([self.assigned, np.zeros(len(new), dtype=np.int64)])
             fresh = np.stack([np.any(t != 0, axis=0) for t, _, _ in new]).astype(np.uint8)
             self.support = np.ascontiguousarray(np.concatenate([self.support, fresh]))
         if learning:
@@ -278,6 +292,8 @@ class OnlineTemplateSorter:
     def _like_existing(self, template: np.ndarray) -> bool:
         main = main_channel(template)
         for u in range(self.n_units):
+            if self.retired[u]:
+                continue
             if self._dist[main, main_channel(self.templates[u])] > self._radius:
                 continue
             cfg = self.config
@@ -286,6 +302,61 @@ class OnlineTemplateSorter:
             ):
                 return True
         return False
+
+    def _retire_duplicates(self) -> None:
+        """Retire each unit that has become alike to another (the merge test of
+        learning): it no longer takes spikes, which go to the unit it duplicates.
+
+        Learning leaves a few small clusters of a unit's fringe (spikes that peaked on a
+        neighbouring electrode) as units of their own. Tracking then pulls such a
+        template onto its parent's waveform and it takes more and more of the parent's
+        spikes: one neuron reported as two. Of the two, the one kept is a reported
+        (not muted) unit, then the one that took more spikes; the other's id is not
+        given again, and ``merged_into`` records where its spikes go now.
+        """
+        cfg = self.config
+        live = np.flatnonzero(~self.retired)
+        if len(live) < 2:
+            return
+        mains = np.array([main_channel(self.templates[u]) for u in live], dtype=np.int64)
+        i, j = np.nonzero(np.triu(self._dist[mains[:, None], mains[None, :]] <= self._radius, 1))
+        pair_a, pair_b = live[i].astype(np.int64), live[j].astype(np.int64)
+        same = np.zeros(len(pair_a), dtype=np.uint8)
+        inv_noise = (1.0 / np.maximum(self._noise, 1e-6)).astype(np.float32)
+        alike_pairs(
+            self.templates,
+            self.support,
+            pair_a,
+            pair_b,
+            inv_noise,
+            cfg.merge_threshold,
+            np.inf if cfg.merge_max_rms is None else cfg.merge_max_rms,
+            MIN_OVERLAP,
+            2,
+            same,
+        )
+        for a, b in zip(pair_a[same == 1].tolist(), pair_b[same == 1].tolist(), strict=True):
+            if self.retired[a] or self.retired[b]:
+                continue  # (one of them went in an earlier pair)
+            size_a = -float(self.templates[a].min())
+            size_b = -float(self.templates[b].min())
+            if min(size_a, size_b) < _DUPLICATE_SIZE * max(size_a, size_b):
+                continue  # a fainter look-alike: a neighbour, not the same neuron
+            keep_a = (self.muted[b], self.assigned[a], -a) > (
+                self.muted[a],
+                self.assigned[b],
+                -b,
+            )
+            keep, gone = (a, b) if keep_a else (b, a)
+            self.retired[gone] = True
+            self.merged_into[gone] = keep
+            log.info(
+                "online sorter: unit %d duplicates unit %d (%d and %d spikes): retired",
+                gone,
+                keep,
+                self.assigned[gone],
+                self.assigned[keep],
+            )
 
     def _update_candidates(self) -> None:
         """Per electrode, the units whose main electrode is within the snippet radius.
@@ -311,11 +382,13 @@ class OnlineTemplateSorter:
                 trough[u] = old_row  # (troughs are negative)
         self.mains = mains
         self.hidden_near = np.ascontiguousarray(
-            self._dist[:, mains] <= self.config.hidden_radius_um, dtype=np.uint8
+            (self._dist[:, mains] <= self.config.hidden_radius_um) & ~self.retired, dtype=np.uint8
         )
         self.trough_row = trough
+        live = ~self.retired
         lists = [
-            np.flatnonzero(self._dist[c, mains] <= self._radius) for c in range(self.n_channels)
+            np.flatnonzero((self._dist[c, mains] <= self._radius) & live)
+            for c in range(self.n_channels)
         ]
         m = max([1, *(len(x) for x in lists)])
         cand = np.full((self.n_channels, m), -1, dtype=np.int32)
@@ -390,6 +463,8 @@ class OnlineTemplateSorter:
         self.n_assigned += n - n_miss
         self.n_unmatched += n_miss
         units[units == -2] = -1  # a weak unit's spikes: matched, not reported
+        if self.n_units:
+            self.assigned += np.bincount(units[units >= 0], minlength=self.n_units)
         if n_miss:
             # what is left once known spikes are peeled off
             self._unmatched.add(det.channels[miss], snippets[miss], det.samples[miss])
@@ -397,6 +472,7 @@ class OnlineTemplateSorter:
             self._next_recluster = det.end_sample + round(
                 self.config.recluster_every_s * self.sample_rate
             )
+            self._retire_duplicates()
             self._update_candidates()  # main electrodes may have drifted
             window = self.config.unmatched_window_s
             keep_from = det.end_sample - round(window * self.sample_rate) if window > 0 else None

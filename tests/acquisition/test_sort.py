@@ -405,3 +405,81 @@ def test_a_slow_new_unit_gathers_its_spikes_across_reclusterings() -> None:
         accs[window] = best_accuracy(late, tail["sample"], tail["unit"])[0]
     assert accs[0.0] < 0.5  # about 6 spikes per 2 s period: never 30 at once
     assert accs[20.0] >= 0.8
+
+
+def test_alike_pairs_kernel_agrees_with_alike() -> None:
+    from acquisition.kernels.sort import alike_pairs
+    from acquisition.sorting.clustering import MIN_OVERLAP, alike
+
+    rng = np.random.default_rng(5)
+    base = rng.normal(0, 10.0, size=(4, 30, 12)).astype(np.float32)
+    templates = [base[0]]
+    for k in range(40):  # copies of a few shapes: scaled, shifted, noisy, cut to electrodes
+        t = base[k % 4] * rng.uniform(0.6, 1.4)
+        t = np.roll(t, int(rng.integers(-3, 4)), axis=0) + rng.normal(0, 1.5, t.shape)
+        t[:, rng.random(12) < 0.3] = 0.0
+        templates.append(t.astype(np.float32))
+    stack = np.stack(templates)
+    noise = rng.uniform(2.0, 6.0, 12).astype(np.float32)
+    a, b = np.triu_indices(len(stack), 1)
+    out = np.zeros(len(a), dtype=np.uint8)
+    support = np.any(stack != 0, axis=1).astype(np.uint8)
+    alike_pairs(stack, support, a, b, 1 / noise, 0.3, 3.0, MIN_OVERLAP, 2, out)
+    expected = [alike(stack[i], stack[j], 0.3, 2, noise, 3.0) for i, j in zip(a, b, strict=True)]
+    np.testing.assert_array_equal(out.astype(bool), expected)
+    assert 0 < out.sum() < len(out)  # both answers occur
+
+
+def test_a_unit_that_duplicates_another_is_retired() -> None:
+    """Learning can leave a neuron's fringe as a unit of its own, which tracking then
+    pulls onto the neuron's waveform: at the next reclustering it is retired into the
+    unit it duplicates and takes no more spikes. A fainter look-alike is kept."""
+    x, pos, truth = toy_recording(16.0, seed=2, n_units=3)
+    cfg = AcquisitionConfig.model_validate(
+        {"sorter": {"learning_s": 4.0, "recluster_every_s": 4.0, "new_unit_min_spikes": 10**6}}
+    )
+    pipe = OnlinePipeline(cfg, pos, FS)
+    sorter = pipe.sorter
+    assert sorter is not None
+    step = 300
+    spikes = []
+    a = 0
+    while sorter.learning:
+        spikes.append(pipe.process(Chunk(x[a : a + step], a, a / FS, FS)).spikes)
+        a += step
+    n_learned = sorter.n_units
+    assert n_learned == 3
+    while a < int(6.0 * FS):  # labelled spikes show which unit is neuron 1
+        spikes.append(pipe.process(Chunk(x[a : a + step], a, a / FS, FS)).spikes)
+        a += step
+    # a unit's template one sample late (its fringe, aligned differently) and a fainter copy
+    _, parent = best_accuracy(truth[1], *_labels(np.concatenate(spikes)))
+    late = np.roll(sorter.templates[parent], 1, axis=0)
+    faint = 0.6 * sorter.templates[parent]
+    sorter._install([(late, 12, 1.0), (faint, 12, 1.0)], learning=True)
+    dup, fainter = n_learned, n_learned + 1
+    assert not sorter.retired.any()
+    injected_at = a
+    while a < len(x):
+        spikes.append(pipe.process(Chunk(x[a : a + step], a, a / FS, FS)).spikes)
+        a += step
+    out = np.concatenate(spikes)
+    # one of the two is retired into the other (the one that took more spikes stays)
+    assert sorter.retired.sum() == 1
+    assert not sorter.retired[fainter]
+    (gone, kept), *_ = sorter.merged_into.items()
+    assert {gone, kept} == {parent, dup}
+    assert sorter.assigned[gone] > 0
+    assert sorter.assigned[kept] >= sorter.assigned[gone]
+    # after the first reclustering, the retired one takes none and the other has them all
+    retired_by = injected_at + int(5.0 * FS)
+    later = out[out["sample"] > retired_by]
+    assert not (later["unit"] == gone).any()
+    gt = truth[1][truth[1] > retired_by + 100]
+    acc, unit = best_accuracy(gt, later["sample"], later["unit"])
+    assert unit == kept
+    assert acc >= 0.9
+
+
+def _labels(spikes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return spikes["sample"], spikes["unit"]
