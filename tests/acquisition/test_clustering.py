@@ -192,3 +192,19 @@ def test_a_cluster_holding_two_units_of_one_shape_is_split() -> None:
     assert dprime > SPLIT_DPRIME  # two-means would split it ...
     assert abs(np.corrcoef(halves, late)[0, 1]) > 0.95  # ... by alignment
     assert len(_split(one)) == 1  # ... but the halves are one unit
+
+
+def test_a_few_outliers_do_not_stop_a_pair_being_split() -> None:
+    """Seed 3's units 17 and 114 shared a cluster with a few stray spikes (overlaps):
+    two-means put one stray against all the rest and the pair stayed one unit. Fitted
+    on the cluster's core, it parts the pair."""
+    rng = np.random.default_rng(2)
+    snippets, label = _mixture(rng, 60, 50, np.array([0.9, 1.0, 0.9, 0.4, 0.1]))
+    strays = np.zeros((3, 40, 5), dtype=np.float32)
+    strays[:, 25:30, :] = rng.choice([-60.0, 60.0], size=(3, 1, 5))  # overlaps, far off
+    mixed = np.concatenate([snippets, strays])
+    label = np.r_[label, [2, 2, 2]]
+    parts = _split(mixed)
+    assert len(parts) == 2
+    purity = [np.bincount(label[p], minlength=3)[:2].max() / len(p) for p in parts]
+    assert min(purity) >= 0.9, purity
