@@ -150,7 +150,8 @@ class OnlineTemplateSorter:
         #: matched; ``merged_into[u]`` is the unit that takes their spikes
         self.retired = np.zeros(0, dtype=bool)
         self.merged_into: dict[int, int] = {}
-        #: spikes assigned to each unit so far
+        #: spikes reported under each unit so far (none for a muted unit, whose spikes
+        #: are reported unassigned)
         self.assigned = np.zeros(0, dtype=np.int64)
         self.spreads: list[float] = []
         self._job_span_s = 1.0
@@ -311,8 +312,9 @@ class OnlineTemplateSorter:
         neighbouring electrode) as units of their own. Tracking then pulls such a
         template onto its parent's waveform and it takes more and more of the parent's
         spikes: one neuron reported as two. Of the two, the one kept is a reported
-        (not muted) unit, then the one that took more spikes; the other's id is not
-        given again, and ``merged_into`` records where its spikes go now.
+        (not muted) unit, then the one that took more spikes (``assigned``), then the
+        older; the other's id is not given again, and ``merged_into`` records where its
+        spikes go now.
         """
         cfg = self.config
         live = np.flatnonzero(~self.retired)

@@ -453,7 +453,8 @@ def test_a_unit_that_duplicates_another_is_retired() -> None:
         spikes.append(pipe.process(Chunk(x[a : a + step], a, a / FS, FS)).spikes)
         a += step
     # a unit's template one sample late (its fringe, aligned differently) and a fainter copy
-    _, parent = best_accuracy(truth[1], *_labels(np.concatenate(spikes)))
+    so_far = np.concatenate(spikes)
+    _, parent = best_accuracy(truth[1], so_far["sample"], so_far["unit"])
     late = np.roll(sorter.templates[parent], 1, axis=0)
     faint = 0.6 * sorter.templates[parent]
     sorter._install([(late, 12, 1.0), (faint, 12, 1.0)], learning=True)
@@ -479,7 +480,3 @@ def test_a_unit_that_duplicates_another_is_retired() -> None:
     acc, unit = best_accuracy(gt, later["sample"], later["unit"])
     assert unit == kept
     assert acc >= 0.9
-
-
-def _labels(spikes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return spikes["sample"], spikes["unit"]
