@@ -14,7 +14,7 @@ the same recording for comparison.
 Printed per recording: units at accuracy >= 0.8, mean accuracy of SNR >= 5 units, false
 positive units, detection recall on SNR >= 5 units and detection precision (every
 reported spike, sorted or not, matched within 0.4 ms and 50 µm of a ground-truth unit's
-main electrode).
+main electrode; on the drifting recording, of where the drift has carried it).
 
 Targets (issue 3, 300 s): static >= 200 units at accuracy 0.8, mean accuracy >= 0.93
 on SNR 5+ units, <= 15 false-positive units; drifting > 54 units (127 stretch);
@@ -134,19 +134,19 @@ def unit_snr(extra: dict[str, Any], recording: Any) -> tuple[np.ndarray, np.ndar
 
 
 def _near(
-    ta: np.ndarray, ca: np.ndarray, tb: np.ndarray, cb: np.ndarray, win: int, close: np.ndarray
+    ta: np.ndarray, pa: np.ndarray, tb: np.ndarray, pb: np.ndarray, win: int, radius: float
 ) -> np.ndarray:
-    """For each event ``a`` (sample ``ta``, electrode ``ca``): is there an event ``b``
-    (sorted ``tb``, ``cb``) within ``win`` samples on an electrode where ``close[ca, cb]``?"""
+    """For each event ``a`` (sample ``ta``, position ``pa`` (n, 2) µm): is there an event
+    ``b`` (sorted ``tb``, positions ``pb``) within ``win`` samples and ``radius`` µm?"""
     lo = np.searchsorted(tb, ta - win)
     hi = np.searchsorted(tb, ta + win, side="right")
     found = np.zeros(len(ta), dtype=bool)
     if not len(tb):
         return found
     for m in range(int((hi - lo).max(initial=0))):
-        j = lo + m
-        ok = j < hi
-        found |= ok & close[ca, cb[np.minimum(j, len(tb) - 1)]]
+        j = np.minimum(lo + m, len(tb) - 1)
+        ok = (lo + m) < hi
+        found |= ok & (((pa - pb[j]) ** 2).sum(axis=1) <= radius * radius)
     return found
 
 
@@ -158,6 +158,7 @@ def detection_scores(
     positions: np.ndarray,
     start: int,
     fs: float,
+    moves: tuple[np.ndarray, float] | None = None,
 ) -> tuple[float, float]:
     """(recall on SNR >= 5 units, precision over all ground-truth spikes), after ``start``.
 
@@ -166,14 +167,18 @@ def detection_scores(
     electrode; a reported spike is true when a ground-truth spike's main electrode lies
     that close to its electrode. (Time alone is no test on a dense probe: some spike
     somewhere on it lies within 0.4 ms of more than half of all instants.)
+
+    ``moves``: (unit displacements ``(n_times, n_units, 2)`` µm, their sampling rate Hz),
+    the generator's drift. A drifting unit's main electrode is then taken where the drift
+    has carried it at the spike's time (the static position plus the displacement): a
+    neuron 20 µm from where it started is detected near where it is, not where it was.
     """
     win = round(MATCH_MS * fs / 1000)
-    pos = np.asarray(positions, dtype=np.float64)
-    close = np.sqrt(((pos[:, None] - pos[None, :]) ** 2).sum(-1)) <= DETECT_RADIUS_UM
+    pos = np.asarray(positions, dtype=np.float64)[:, :2]
     keep = spikes["sample"] >= start
     order = np.argsort(spikes["sample"][keep], kind="stable")
     det_t = spikes["sample"][keep][order]
-    det_c = spikes["channel"][keep][order]
+    det_p = pos[spikes["channel"][keep][order]]
     times, units = [], []
     for i, u in enumerate(gt.unit_ids):
         st = gt.get_unit_spike_train(u)
@@ -184,10 +189,14 @@ def detection_scores(
     gt_u = np.concatenate(units)
     order = np.argsort(gt_t, kind="stable")
     gt_t, gt_u = gt_t[order], gt_u[order]
-    gt_c = main[gt_u]
-    found = _near(gt_t, gt_c, det_t, det_c, win, close)
+    gt_p = pos[main[gt_u]]
+    if moves is not None:
+        shift, rate = moves
+        k = np.minimum((gt_t * (rate / fs)).astype(np.int64), len(shift) - 1)
+        gt_p = gt_p + shift[k, gt_u, :2]
+    found = _near(gt_t, gt_p, det_t, det_p, win, DETECT_RADIUS_UM)
     good = snr[gt_u] >= 5
-    true = _near(det_t, det_c, gt_t, gt_c, win, close)
+    true = _near(det_t, det_p, gt_t, gt_p, win, DETECT_RADIUS_UM)
     recall = float(found[good].mean()) if good.any() else float("nan")
     return recall, float(true.mean()) if len(true) else 0.0
 
@@ -285,7 +294,13 @@ def main() -> None:
             spikes, busy = stream(rec, config, args.chunk_ms)
             r = score(to_sorting(spikes, fs), gt, snr, start, n)
             positions = np.asarray(rec.get_channel_locations())
-            rec_, prec = detection_scores(spikes, gt, snr, main, positions, start, fs)
+            moves = None
+            if mode == "drifting":
+                moves = (
+                    np.asarray(extra["unit_displacements"]),
+                    float(extra["displacement_sampling_frequency"]),
+                )
+            rec_, prec = detection_scores(spikes, gt, snr, main, positions, start, fs, moves)
             print(
                 f"{seed:>4} {mode:<9} {'online':<15} {r['units_acc08']:>8} "
                 f"{r['mean_acc_snr5']:>14.3f} {r['false_positive_units']:>8} {r['n_units']:>5}  "

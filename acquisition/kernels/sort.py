@@ -108,10 +108,23 @@ def _best_unit(
     """(unit, lag, RMS residual in noise units) of the template among ``cands`` that
     fits ``x`` ``(n_window, k)`` (electrodes ``row``) best; ``(-1, 0, inf)`` if none.
 
-    A unit is compared on the electrodes it is defined on, and only when those are at
-    least half of the snippet's; snippet row ``s`` meets template row ``s + lag``.
+    The residual is taken on all the snippet's electrodes: where a unit is not defined,
+    it predicts nothing and the snippet itself is left. (Scored on its own electrodes
+    only, a unit defined on fewer of them would not answer for the energy on the
+    others, and a neighbour whose template misses the electrodes where two neurons
+    differ would take both.) A unit is tried only when it is defined on at least half
+    of the snippet's electrodes; snippet row ``s`` meets template row ``s + lag``.
     """
     n_win, k_count = x.shape
+    # cum[s, k]: the snippet's energy on electrode k in rows before s (noise units)
+    cum = np.zeros((n_win + 1, k_count), dtype=np.float64)
+    for k in range(k_count):
+        ch = row[k]
+        if ch < 0:
+            break
+        w = inv_noise[ch]
+        for s in range(n_win):
+            cum[s + 1, k] = cum[s, k] + (x[s, k] * w) ** 2
     best = -1
     best_score = np.inf
     best_shift = 0
@@ -133,7 +146,7 @@ def _best_unit(
         for sh in range(-max_shift, max_shift + 1):
             s0 = max(0, -sh)
             s1 = min(n_win, n_win - sh)
-            cnt = n_def * (s1 - s0)
+            cnt = n_valid * (s1 - s0)
             bound = best_score * best_score * cnt  # stop once it cannot win
             acc = 0.0
             for k in range(k_count):
@@ -141,6 +154,7 @@ def _best_unit(
                 if ch < 0:
                     break
                 if support[u, ch] == 0:
+                    acc += cum[s1, k] - cum[s0, k]
                     continue
                 w = inv_noise[ch]
                 for s in range(s0, s1):
@@ -307,9 +321,13 @@ def _track(
     alpha: float,
     clip: float,
 ) -> None:
-    """Pull template ``u`` toward the snippet ``x`` by ``alpha`` on its electrodes, each
-    difference clipped to ``clip`` noise units (an overlapping spike the peeling missed
-    must not drag the template; noise and drift pass)."""
+    """Pull template ``u`` toward the snippet ``x`` by ``alpha`` on the snippet's
+    electrodes, each difference clipped to ``clip`` noise units (an overlapping spike the
+    peeling missed must not drag the template; noise and drift pass). An electrode of
+    the snippet where the unit was not yet defined joins its ``support`` (from a zero
+    template): a neuron that drifts carries its template onto the electrodes it moves
+    to, which the score, taken on all the snippet's electrodes, would else count
+    against it."""
     n_win, k_count = x.shape
     s0 = max(0, -lag)
     s1 = min(n_win, n_win - lag)
@@ -318,7 +336,7 @@ def _track(
         if ch < 0:
             break
         if support[u, ch] == 0:
-            continue
+            support[u, ch] = 1
         lim = clip / inv_noise[ch]
         for s in range(s0, s1):
             d = x[s, k] - templates[u, s + lag, ch]
@@ -388,24 +406,24 @@ def assign_spikes(
     entries written so far) are subtracted first; the result goes to ``out_resid``, and
     an assigned spike is added to the ring. Causal: a spike is never revised.
 
-    The score is the RMS residual in noise units (``inv_noise`` = 1/noise per
-    electrode), tried at lags of up to ``max_shift`` samples (peak jitter). Overlaps:
-    when the best score exceeds ``pair_score``, a second spike (an undetected or later
-    neighbour) is fitted on the largest trough left; when the pair leaves at least
-    ``pair_gain`` noise units² less energy than the single template, the snippet's unit
-    is chosen again with the second template taken out, then the second spike given it;
-    when the pair leaves an RMS residual of at most ``hidden_max_score`` and the second
-    spike's trough lies within ``hidden_max_dt`` samples of the first's (so that the
-    detector, which keeps one peak per neighbourhood and exclusion window, could not
-    report it: its unit's main electrode is within the detector's radius of the peak
-    electrode, ``hidden_near`` ``(n_channels, n_units)``, and its trough is smaller than
-    the detected peak), the second spike is reported too: ``out_hidden[i]`` its unit
-    (else -1), ``out_hidden_dt[i]`` its trough minus the first's (samples). A snippet
-    whose best score is
-    below ``max_score``, or whose residual energy is below ``max_relative`` times its
-    own energy (large spikes), gets that unit (``out_units``, else -1) and, when its score
-    is at most ``track_max_score`` (a clean fit, no unexplained overlap), pulls its
-    template toward itself by ``alpha`` (drift tracking). ``out_scores`` gets the score.
+    The score is the RMS residual in noise units (``inv_noise`` = 1/noise per electrode)
+    on all the snippet's electrodes, tried at lags of up to ``max_shift`` samples (peak
+    jitter). Overlaps: when the best score exceeds ``pair_score``, a second spike (an
+    undetected or later neighbour) is fitted on the largest trough left; when the pair
+    leaves at least ``pair_gain`` noise units² less energy than the single template, the
+    snippet's unit is chosen again with the second template taken out, then the second
+    spike given it; when the pair leaves an RMS residual of at most ``hidden_max_score``
+    and the second spike's trough lies within ``hidden_max_dt`` samples of the first's
+    (so that the detector, which keeps one peak per neighbourhood and exclusion window,
+    could not report it: its unit's main electrode is within the detector's radius of
+    the peak electrode, ``hidden_near`` ``(n_channels, n_units)``, and its trough is
+    smaller than the detected peak), the second spike is reported too: ``out_hidden[i]``
+    its unit (else -1), ``out_hidden_dt[i]`` its trough minus the first's (samples). A
+    snippet whose best score is below ``max_score``, or whose residual energy is below
+    ``max_relative`` times its own energy (large spikes), gets that unit (``out_units``,
+    else -1) and, when its score is at most ``track_max_score`` (a clean fit, no
+    unexplained overlap), pulls its template toward itself by ``alpha`` (drift
+    tracking). ``out_scores`` gets the score.
 
     Weak snippets (``weak[i]`` non-zero: candidates below the detector's threshold) are
     only confirmed: the best unit is kept when its score is at most

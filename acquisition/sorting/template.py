@@ -95,8 +95,9 @@ class OnlineTemplateSorter:
 
     For ``learning_s`` of stream, snippets are pooled; then templates are learned (PCA and
     HDBSCAN per peak electrode, merged across neighbours). From then on each spike is
-    assigned to the closest template near its peak electrode in the same call; templates
-    follow drift; unmatched spikes are pooled and clustered every ``recluster_every_s``, a
+    assigned to the closest template near its peak electrode in the same call (the
+    residual scored on all the snippet's electrodes); templates follow drift, onto new
+    electrodes too; unmatched spikes are pooled and clustered every ``recluster_every_s``, a
     cluster of at least ``new_unit_min_spikes`` unlike every template founds a new unit.
     Unit ids never change once given; a unit that has become alike to another (one
     neuron learned as two) is retired into it at a reclustering. Overlaps: templates of

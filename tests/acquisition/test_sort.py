@@ -175,8 +175,10 @@ def _two_unit_kernel_inputs():
 
 
 def _assign(snippets, samples, channels, templates, neighbours, candidates, support, trough,
-            near=None, weak=None, gains=None):  # fmt: skip
-    """Run the matching kernel; (units, residual snippets, hidden units, hidden lags)."""
+            near=None, weak=None, gains=None, alphas=None):  # fmt: skip
+    """Run the matching kernel; (units, residual snippets, hidden units, hidden lags).
+    With ``alphas`` (tracking rate per unit) ``templates`` and ``support`` are tracked in
+    place; else the kernel works on a copy of ``templates``."""
     from acquisition.kernels.sort import assign_spikes
 
     n = len(samples)
@@ -187,8 +189,10 @@ def _assign(snippets, samples, channels, templates, neighbours, candidates, supp
     hidden_dt = np.zeros(n, dtype=np.int64)
     hist = (np.zeros(64, np.int64), np.zeros(64, np.int32), np.zeros(1, np.int64))
     assign_spikes(
-        snippets, samples, channels, neighbours, candidates, templates.copy(), support,
-        trough, np.full(4, 1 / 8.0, dtype=np.float32), 4.0, 0.5, np.zeros(2, np.float32), 3.0, 1,
+        snippets, samples, channels, neighbours, candidates,
+        templates.copy() if alphas is None else templates, support,
+        trough, np.full(4, 1 / 8.0, dtype=np.float32), 4.0, 0.5,
+        np.zeros(2, np.float32) if alphas is None else alphas, 3.0, 1,
         1.3, 25.0, 12, 1.15,
         np.ones((4, 2), np.uint8) if near is None else near, *hist,
         np.zeros(n, np.uint8) if weak is None else weak.astype(np.uint8), 1.2, 0.5,
@@ -217,6 +221,49 @@ def test_peeling_labels_overlapping_spikes() -> None:
     # the second snippet had the first spike's template taken out
     clean = x[1006 - 12 : 1006 - 12 + n_win] - np.pad(templates[0][6:], ((0, 6), (0, 0)))
     np.testing.assert_allclose(resid[1], clean, atol=1e-3)
+
+
+def test_a_unit_answers_for_the_electrodes_it_is_not_defined_on() -> None:
+    """Two neurons alike on three electrodes, one of them big on a fourth: a template
+    defined only on the three must not take the big one's spikes because its own fit,
+    over fewer electrodes, ignores the fourth (seed 3's ground-truth units 185 and 219
+    were one reported unit that way)."""
+    templates, nb, cand, support, trough = _two_unit_kernel_inputs()
+    shape = templates[0, :, 0] / 100.0
+    spike = shape[:, None] * np.array([60.0, 60.0, 30.0, 0.0])
+    templates[0] = 0.9 * spike  # the big neuron's template, a little off (drift, noise)
+    templates[1] = spike  # the other: its shape on electrodes 1-3 ...
+    templates[1, :, 0] = 0.0
+    support[1, 0] = 0  # ... and not defined on electrode 0
+    rng = np.random.default_rng(2)
+    n = 20
+    snippets = (rng.normal(0, 8.0, size=(n, *spike.shape)) + spike).astype(np.float32)
+    samples = np.arange(n, dtype=np.int64) * 1000
+    units, _, _, _ = _assign(snippets, samples, np.zeros(n, np.int32), templates, nb, cand,
+                             support, trough)  # fmt: skip
+    assert (units == 0).all()
+
+
+def test_a_drifting_unit_carries_its_template_onto_new_electrodes() -> None:
+    """A unit defined on electrodes 1-3 whose spikes now reach electrode 0 (the neuron
+    moved): tracking extends its support there and learns the waveform."""
+    templates, nb, cand, support, trough = _two_unit_kernel_inputs()
+    shape = templates[0, :, 0] / 100.0
+    spike = shape[:, None] * np.array([30.0, 60.0, 60.0, 20.0])
+    templates[1] = spike
+    templates[1, :, 0] = 0.0
+    support[1, 0] = 0
+    cand = np.tile(np.array([1, -1], dtype=np.int32), (4, 1))  # only unit 1 is near
+    rng = np.random.default_rng(3)
+    n = 60
+    snippets = (rng.normal(0, 8.0, size=(n, *spike.shape)) + spike).astype(np.float32)
+    samples = np.arange(n, dtype=np.int64) * 1000
+    units, _, _, _ = _assign(snippets, samples, np.zeros(n, np.int32), templates, nb, cand,
+                             support, trough, alphas=np.full(2, 0.1, np.float32))  # fmt: skip
+    assert (units == 1).all()
+    assert support[1, 0] == 1
+    # 60 pulls of 0.1: the trough on electrode 0 is within a few µV of the spike's
+    assert abs(templates[1, 12, 0] - spike[12, 0]) < 4.0
 
 
 def test_second_spike_does_not_steal_the_label() -> None:
