@@ -104,6 +104,7 @@ def _best_unit(
     support: np.ndarray,
     inv_noise: np.ndarray,
     max_shift: int,
+    cum: np.ndarray,
 ) -> tuple[int, int, float]:
     """(unit, lag, RMS residual in noise units) of the template among ``cands`` that
     fits ``x`` ``(n_window, k)`` (electrodes ``row``) best; ``(-1, 0, inf)`` if none.
@@ -114,17 +115,9 @@ def _best_unit(
     others, and a neighbour whose template misses the electrodes where two neurons
     differ would take both.) A unit is tried only when it is defined on at least half
     of the snippet's electrodes; snippet row ``s`` meets template row ``s + lag``.
+    ``cum``: the prefix sums :func:`_energy` left for ``x``.
     """
     n_win, k_count = x.shape
-    # cum[s, k]: the snippet's energy on electrode k in rows before s (noise units)
-    cum = np.zeros((n_win + 1, k_count), dtype=np.float64)
-    for k in range(k_count):
-        ch = row[k]
-        if ch < 0:
-            break
-        w = inv_noise[ch]
-        for s in range(n_win):
-            cum[s + 1, k] = cum[s, k] + (x[s, k] * w) ** 2
     best = -1
     best_score = np.inf
     best_shift = 0
@@ -227,8 +220,10 @@ def _fit(
 
 
 @numba.njit(cache=True, nogil=True)
-def _energy(x: np.ndarray, row: np.ndarray, inv_noise: np.ndarray) -> float:
-    """Sum of squares of ``x`` in noise units over the snippet's electrodes."""
+def _energy(x: np.ndarray, row: np.ndarray, inv_noise: np.ndarray, cum: np.ndarray) -> float:
+    """Sum of squares of ``x`` in noise units over the snippet's electrodes; ``cum``
+    ``(n_window + 1, k)`` gets its prefix sums (``cum[s, k]``: the energy on electrode
+    ``k`` in the rows before ``s``), which :func:`_best_unit` reads."""
     n_win, k_count = x.shape
     acc = 0.0
     for k in range(k_count):
@@ -236,8 +231,11 @@ def _energy(x: np.ndarray, row: np.ndarray, inv_noise: np.ndarray) -> float:
         if ch < 0:
             break
         w = inv_noise[ch]
+        cum[0, k] = 0.0
         for s in range(n_win):
-            acc += (x[s, k] * w) ** 2
+            v = (x[s, k] * w) ** 2
+            acc += v
+            cum[s + 1, k] = cum[s, k] + v
     return acc
 
 
@@ -255,19 +253,21 @@ def _second_spike(
     min_peak: float,
     max_shift: int,
     scratch: np.ndarray,
+    cum: np.ndarray,
 ) -> tuple[int, int, float, float]:
     """Look for a second spike in ``x`` once unit ``first`` (at ``first_lag``) is taken
     out: the largest trough left (at least ``min_peak`` noise units) is explained by the
     candidate template, placed on it, that leaves the least energy (a candidate must
     reach a quarter of that trough there). Returns ``(unit, lag, energy left, energy
     with the first template only)`` (unit ``-1`` when the trough is too small);
-    ``scratch`` holds ``x`` minus the first template on return."""
+    ``scratch`` holds ``x`` minus the first template on return (``cum``: its prefix
+    sums, see :func:`_energy`)."""
     n_win, k_count = x.shape
     for s in range(n_win):
         for k in range(k_count):
             scratch[s, k] = x[s, k]
     _add_template(scratch, row, templates, support, first, first_lag, -1.0)
-    e_single = _energy(scratch, row, inv_noise)
+    e_single = _energy(scratch, row, inv_noise, cum)
     peak = 0.0
     s_peak = -1
     ch_peak = -1
@@ -438,6 +438,8 @@ def assign_spikes(
     n, n_win, k_count = snippets.shape
     cap = hist_origin.shape[0]
     scratch = np.empty((n_win, k_count), dtype=np.float32)
+    cum = np.empty((n_win + 1, k_count), dtype=np.float64)  # prefix sums of x's energy
+    cum2 = np.empty((n_win + 1, k_count), dtype=np.float64)  # and of scratch's
     for i in range(n):
         c = channels[i]
         row = neighbours[c]
@@ -456,7 +458,7 @@ def assign_spikes(
             horizon,
             x,
         )
-        energy = _energy(x, row, inv_noise)
+        energy = _energy(x, row, inv_noise, cum)
         e_cnt = 0
         for k in range(k_count):
             if row[k] < 0:
@@ -464,7 +466,7 @@ def assign_spikes(
             e_cnt += n_win
         energy /= max(e_cnt, 1)
         best, best_shift, best_score = _best_unit(
-            x, row, cands, templates, support, inv_noise, max_shift
+            x, row, cands, templates, support, inv_noise, max_shift, cum
         )
         out_hidden[i] = -1
         out_hidden_dt[i] = 0
@@ -499,6 +501,7 @@ def assign_spikes(
                 max_score,
                 max_shift,
                 scratch,
+                cum2,
             )
             if other >= 0 and e_pair < e_single - pair_gain:
                 # choose the snippet's own unit again without the second spike
@@ -506,8 +509,9 @@ def assign_spikes(
                     for k in range(k_count):
                         scratch[s, k] = x[s, k]
                 _add_template(scratch, row, templates, support, other, lag, -1.0)
+                _energy(scratch, row, inv_noise, cum2)
                 b2, sh2, sc2 = _best_unit(
-                    scratch, row, cands, templates, support, inv_noise, max_shift
+                    scratch, row, cands, templates, support, inv_noise, max_shift, cum2
                 )
                 if b2 >= 0:
                     best, best_shift, best_score = b2, sh2, sc2
@@ -526,6 +530,7 @@ def assign_spikes(
                         max_score,
                         max_shift,
                         scratch,
+                        cum2,
                     )
                     if o2 >= 0 and np.sqrt(e2 / max(e_cnt, 1)) <= hidden_max_score:
                         second = o2
