@@ -199,7 +199,14 @@ class TemplateSorterConfig(StrictModel):
         1.2,
         ge=0,
         description="a unit below weak_unit_snr firing less than this (Hz) when "
-        "found is kept as a sink but its spikes are reported unassigned",
+        "found is kept as a sink but its spikes are reported unassigned (until it has "
+        "been matched at this rate)",
+    )
+    weak_unit_floor_snr: float = Field(
+        4.0,
+        ge=0,
+        description="trough / noise (µV / µV) below which a unit is a sink at any rate: "
+        "its spikes are mostly noise that crossed the detection threshold",
     )
     drift_alpha: float = Field(
         0.05, ge=0, le=1, description="fraction of the way a template moves toward each match"

@@ -154,6 +154,13 @@ class OnlineTemplateSorter:
         #: spikes reported under each unit so far (none for a muted unit, whose spikes
         #: are reported unassigned)
         self.assigned = np.zeros(0, dtype=np.int64)
+        #: spikes matched to each unit so far, reported or not (a muted unit's too), and
+        #: the sample at which each unit was installed: a muted unit's rate, measured
+        #: online; and units muted for good (see :meth:`_review_sinks`)
+        self.matched = np.zeros(0, dtype=np.int64)
+        self.born = np.zeros(0, dtype=np.int64)
+        self.sunk = np.zeros(0, dtype=bool)
+        self._now = 0
         self.spreads: list[float] = []
         self._job_span_s = 1.0
         self.support = np.zeros((0, self.n_channels), dtype=np.uint8)
@@ -261,6 +268,9 @@ class OnlineTemplateSorter:
             self.muted = np.concatenate([self.muted, [self._weak(t, c) for t, c, _ in new]])
             self.retired = np.concatenate([self.retired, np.zeros(len(new), dtype=bool)])
             self.assigned = np.concatenate([self.assigned, np.zeros(len(new), dtype=np.int64)])
+            self.matched = np.concatenate([self.matched, np.zeros(len(new), dtype=np.int64)])
+            self.born = np.concatenate([self.born, np.full(len(new), self._now, dtype=np.int64)])
+            self.sunk = np.concatenate([self.sunk, np.zeros(len(new), dtype=bool)])
             fresh = np.stack([np.any(t != 0, axis=0) for t, _, _ in new]).astype(np.uint8)
             self.support = np.ascontiguousarray(np.concatenate([self.support, fresh]))
         if learning:
@@ -281,15 +291,62 @@ class OnlineTemplateSorter:
         rate = max(count / self._job_span_s, 1e-3)
         return min(cfg.drift_alpha, 1.0 / (rate * cfg.drift_tau_s))
 
+    def _snr(self, template: np.ndarray) -> float:
+        """Trough on the main electrode over that electrode's noise (µV / µV)."""
+        main = main_channel(template)
+        return -float(template[:, main].min()) / max(float(self._noise[main]), 1e-6)
+
     def _weak(self, template: np.ndarray, count: int) -> bool:
         """A small, rarely firing cluster: most likely noise crossings, the residue of
-        overlaps or a mixture of faint neurons. Such a unit is kept as a sink (its
-        spikes do not pollute real units) but its spikes are reported unassigned."""
+        overlaps or a mixture of faint neurons; or one whose trough is under
+        ``weak_unit_floor_snr`` (noise that crossed the threshold, at any rate). Such a
+        unit is kept as a sink (its spikes do not pollute real units) but its spikes are
+        reported unassigned."""
         cfg = self.config
-        main = main_channel(template)
-        snr = -float(template[:, main].min()) / max(float(self._noise[main]), 1e-6)
+        snr = self._snr(template)
         rate = count / self._job_span_s
+        if snr < cfg.weak_unit_floor_snr:
+            return True
         return snr < cfg.weak_unit_snr and rate < cfg.weak_unit_rate_hz
+
+    def _review_sinks(self) -> None:
+        """Decide again, at a reclustering, which units are sinks (muted).
+
+        - A muted unit is reported from now on once it has been matched at
+          ``weak_unit_rate_hz`` or more, over at least ``recluster_every_s`` since it was
+          installed. The rate that muted it was its cluster's size over the job's span,
+          and that undercounts: a cluster holds only the spikes that clustering kept
+          together (seed 4's ground-truth unit 76, firing at 2.4 Hz, was learned from 30
+          spikes in 30 s and muted at 1.0 Hz).
+        - A unit whose tracked trough has fallen under ``weak_unit_floor_snr`` is a sink
+          from now on, for good. A neuron's template holds its size under tracking; a
+          unit that gathers noise crossings flattens as it averages them (seed 4's unit
+          215: a trough of 5.0 noise units when learned, 2.9 at 300 s, four in five of its
+          spikes near no neuron's main electrode).
+
+        Its id stays its own either way: muting only stops reporting its spikes.
+        """
+        cfg = self.config
+        live = ~self.retired
+        snr = np.array([self._snr(t) for t in self.templates])
+        sunk = live & ~self.sunk & (snr < cfg.weak_unit_floor_snr)
+        for u in np.flatnonzero(sunk).tolist():
+            log.info(
+                "online sorter: unit %d's trough is %.1f x noise: a sink from now on", u, snr[u]
+            )
+        self.sunk |= sunk
+        span = (self._now - self.born) / self.sample_rate
+        rate = self.matched / np.maximum(span, 1e-3)
+        loud = self.muted & live & ~self.sunk & (span >= cfg.recluster_every_s)
+        loud &= rate >= cfg.weak_unit_rate_hz
+        for u in np.flatnonzero(loud).tolist():
+            log.info(
+                "online sorter: unit %d matched at %.2f Hz over %.0f s: reported from now on",
+                u,
+                rate[u],
+                span[u],
+            )
+        self.muted = (self.muted & ~loud) | self.sunk
 
     def _like_existing(self, template: np.ndarray) -> bool:
         main = main_channel(template)
@@ -414,6 +471,7 @@ class OnlineTemplateSorter:
         self.dropped = weak if weak is not None and weak.any() else None
         if det.noise is not None:
             self._noise = det.noise
+        self._now = det.end_sample
         if self._start is None:
             self._start = det.first_sample
             self._next_recluster = self._start + round(
@@ -456,6 +514,8 @@ class OnlineTemplateSorter:
             n -= n_rej
             if not rejected.any():
                 self.dropped = None
+        if self.n_units:
+            self.matched += np.bincount(units[units >= 0], minlength=self.n_units)
         if self.muted.any():
             hit = units >= 0
             units[hit & self.muted[np.maximum(units, 0)]] = -2
@@ -475,6 +535,7 @@ class OnlineTemplateSorter:
             self._next_recluster = det.end_sample + round(
                 self.config.recluster_every_s * self.sample_rate
             )
+            self._review_sinks()
             self._retire_duplicates()
             self._update_candidates()  # main electrodes may have drifted
             window = self.config.unmatched_window_s

@@ -527,3 +527,104 @@ def test_a_unit_that_duplicates_another_is_retired() -> None:
     acc, unit = best_accuracy(gt, later["sample"], later["unit"])
     assert unit == kept
     assert acc >= 0.9
+
+
+def _run(x: np.ndarray, pos: np.ndarray, sorter: dict, step: int = 3000):
+    pipe = OnlinePipeline(AcquisitionConfig.model_validate({"sorter": sorter}), pos, FS)
+    out = [pipe.process(Chunk(x[i : i + step], i, i / FS, FS)) for i in range(0, len(x), step)]
+    assert pipe.sorter is not None
+    return pipe.sorter, np.concatenate([b.spikes for b in out])
+
+
+def test_a_muted_unit_is_reported_once_it_is_matched_often_enough() -> None:
+    """A unit fainter than weak_unit_snr found rarer than weak_unit_rate_hz is a sink (its
+    spikes reported unassigned). Its cluster can undercount its rate (clustering keeps
+    only part of its spikes), so a sink matched at that rate afterwards is reported from
+    the next reclustering on; a sink matched less often stays one."""
+    rates = [20.0, 20.0, 20.0, 20.0, 4.0]
+    x, pos, truth = toy_recording(12.0, seed=1, rates=rates)
+    sorter_cfg = {
+        "learning_s": 4.0,
+        "recluster_every_s": 2.0,
+        "new_unit_min_spikes": 10**6,
+        "min_cluster_spikes": 8,
+        "weak_unit_snr": 1e3,  # every unit counts as faint: the rate decides
+        "weak_unit_rate_hz": 10.0,
+    }
+    pipe = OnlinePipeline(AcquisitionConfig.model_validate({"sorter": sorter_cfg}), pos, FS)
+    s = pipe.sorter
+    assert s is not None
+    out = []
+    a = 0
+    while s.learning:
+        out.append(pipe.process(Chunk(x[a : a + 300], a, a / FS, FS)).spikes)
+        a += 300
+    slow = np.flatnonzero(s.muted)
+    assert len(slow) == 1  # the 4 Hz neuron's unit
+    # mute a 20 Hz unit, as an undercounted cluster would have been
+    fast = int(np.flatnonzero(~s.muted)[0])
+    s.muted[fast] = True
+    muted_at = a
+    while a < len(x):
+        out.append(pipe.process(Chunk(x[a : a + 300], a, a / FS, FS)).spikes)
+        a += 300
+    got = np.concatenate(out)
+    # muted: its spikes went unassigned until the first reclustering (2 s later) ...
+    early = got[(got["sample"] > muted_at) & (got["sample"] < muted_at + int(1.5 * FS))]
+    assert not (early["unit"] == fast).any()
+    # ... then it was found matched at 20 Hz and is reported again, with the same id
+    assert not s.muted[fast]
+    late = got[(got["sample"] > muted_at + int(2.5 * FS)) & (got["unit"] == fast)]
+    accs = [
+        best_accuracy(t[t > muted_at + int(2.5 * FS) + 100], late["sample"], late["unit"])[0]
+        for t in truth
+    ]
+    assert max(accs) >= 0.9
+    # the 4 Hz sink stays muted, its spikes unassigned
+    assert s.muted[slow[0]]
+    assert not (got["unit"] == slow[0]).any()
+
+
+def test_a_unit_under_the_floor_snr_is_never_reported() -> None:
+    """Under weak_unit_floor_snr a unit is a sink at any rate: when found so, or from the
+    reclustering at which its tracked template is found so, and then for good."""
+    x, pos, _ = toy_recording(10.0, seed=1)
+    sorter_cfg = {"learning_s": 4.0, "recluster_every_s": 2.0, "weak_unit_floor_snr": 1e3}
+    sorter, spikes = _run(x, pos, sorter_cfg)
+    assert sorter.n_units >= 5
+    assert sorter.muted.all()
+    after = spikes[spikes["sample"] > int(4.5 * FS)]
+    assert len(after) > 0
+    assert (after["unit"] == -1).all()
+
+    # found above the floor, then the floor rises over the fainter units' troughs
+    pipe = OnlinePipeline(
+        AcquisitionConfig.model_validate({"sorter": {"learning_s": 4.0, "recluster_every_s": 2.0}}),
+        pos,
+        FS,
+    )
+    s = pipe.sorter
+    assert s is not None
+    out, a = [], 0
+    while s.learning:
+        out.append(pipe.process(Chunk(x[a : a + 300], a, a / FS, FS)).spikes)
+        a += 300
+    assert not s.muted.any()
+    snr = np.array([s._snr(t) for t in s.templates])
+    floor = float(np.median(snr))
+    s.config = s.config.model_copy(update={"weak_unit_floor_snr": floor})
+    raised_at = a
+    while a < len(x):
+        out.append(pipe.process(Chunk(x[a : a + 300], a, a / FS, FS)).spikes)
+        a += 300
+    got = np.concatenate(out)
+    later = got[got["sample"] > raised_at + int(1.2 * s.config.recluster_every_s * FS)]
+    faint = np.flatnonzero(snr < floor)
+    assert len(faint)
+    assert s.sunk[faint].all()
+    assert s.muted[faint].all()
+    assert not np.isin(later["unit"], faint).any()
+    loud = np.flatnonzero(snr > floor * 1.1)
+    assert len(loud)
+    assert not s.muted[loud].any()
+    assert np.isin(later["unit"], loud).any()
