@@ -203,7 +203,7 @@ class TemplateSorterConfig(StrictModel):
         "been matched at this rate)",
     )
     weak_unit_floor_snr: float = Field(
-        4.0,
+        3.5,
         ge=0,
         description="trough / noise (µV / µV) below which a unit is a sink at any rate: "
         "its spikes are mostly noise that crossed the detection threshold",
