@@ -205,8 +205,9 @@ class TemplateSorterConfig(StrictModel):
     weak_unit_floor_snr: float = Field(
         3.5,
         ge=0,
-        description="trough / noise (µV / µV) below which a unit is a sink at any rate: "
-        "its spikes are mostly noise that crossed the detection threshold",
+        description="trough / noise (µV / µV) below which a unit, when found or as "
+        "tracked at any later reclustering, is a sink for good at any rate: its spikes "
+        "are mostly noise that crossed the detection threshold",
     )
     drift_alpha: float = Field(
         0.05, ge=0, le=1, description="fraction of the way a template moves toward each match"
