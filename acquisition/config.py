@@ -123,8 +123,11 @@ class TemplateSorterConfig(StrictModel):
     as two overlapping spikes; the second is reported as a spike of its own when the
     detector could not have (within ``hidden_max_ms`` and ``hidden_radius_um`` of the
     detected one, smaller, and the pair fits to ``hidden_max_score``). A unit found
-    with a trough below ``weak_unit_snr`` and a
-    rate below ``weak_unit_rate_hz`` is kept as a sink whose spikes stay unassigned.
+    with a trough below ``weak_unit_snr`` and a rate below ``weak_unit_rate_hz``, or
+    with a trough below ``weak_unit_floor_snr`` at any rate, is kept as a sink whose
+    spikes stay unassigned. At each reclustering a sink of the first kind that has been
+    matched at ``weak_unit_rate_hz`` since it was found is reported from then on, and a
+    unit whose tracked trough has fallen below ``weak_unit_floor_snr`` becomes a sink.
     """
 
     kind: Literal["template"] = "template"
