@@ -162,16 +162,17 @@ class TemplateSorterConfig(StrictModel):
         25.0, ge=0, description="energy (noise units squared) a second spike must explain"
     )
     hidden_max_ms: float = Field(
-        0.4,
+        0.7,
         ge=0,
         description="report the second spike of an overlap this close (ms) to the "
-        "detected one (the detector's exclusion_ms; 0: never)",
+        "detected one (0: never); past the detector's exclusion_ms too, since a smaller "
+        "spike on a bigger one's flank is often not detected (or left unmatched) on its "
+        "own: a spike found both ways is reported once",
     )
     hidden_radius_um: float = Field(
-        50.0,
+        70.0,
         ge=0,
-        description="... and whose unit lies this close to the detected spike's "
-        "electrode (the detector's radius_um)",
+        description="... and whose unit lies this close to the detected spike's electrode (µm)",
     )
     hidden_max_score: float = Field(
         1.15,

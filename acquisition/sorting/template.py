@@ -17,6 +17,9 @@ from acquisition.sorting.clustering import MIN_OVERLAP, alike, learn_templates, 
 
 log = logging.getLogger(__name__)
 
+#: a hidden spike and a detection this close in time (and within hidden_radius_um) are
+#: one spike found twice (on seed 3 such pairs lie 0-2 samples apart at 30 kHz)
+_SAME_SPIKE_MS = 0.1
 _NO_HIDDEN = (np.empty(0, np.int64), np.empty(0, np.int32), np.empty(0, np.int64))
 
 #: A main electrode or trough row changes when the new one is this much larger.
@@ -126,6 +129,8 @@ class OnlineTemplateSorter:
         self.sample_rate = float(sample_rate)
         self.background = background
         self._hidden_max_dt = round(config.hidden_max_ms * self.sample_rate / 1000.0)
+        #: a detection and a hidden spike this close (samples) are one spike
+        self._same_dt = max(1, round(_SAME_SPIKE_MS * self.sample_rate / 1000.0))
         #: how much earlier than the newest spike a spike may be labelled (a residual
         #: pass finds spikes late); set by whoever runs one (see :meth:`peel`)
         self.order_slack = 0
@@ -186,6 +191,11 @@ class OnlineTemplateSorter:
         self._hist_origin = np.zeros(_HISTORY, dtype=np.int64)
         self._hist_unit = np.zeros(_HISTORY, dtype=np.int32)
         self._hist_count = np.zeros(1, dtype=np.int64)
+        # hidden spikes and detections reported lately (sample, electrode): a spike is
+        # not reported both ways (see :meth:`_one_report_per_spike`)
+        self._recent_hidden = (np.empty(0, np.int64), np.empty(0, np.int64))
+        self._recent_reported = (np.empty(0, np.int64), np.empty(0, np.int64))
+        self.n_duplicates = 0
         self.n_assigned = 0
         self.n_unmatched = 0
         self.n_confirmed = 0
@@ -515,6 +525,7 @@ class OnlineTemplateSorter:
             if not rejected.any():
                 self.dropped = None
         if self.n_units:
+            n -= self._one_report_per_spike(det, units)
             self.matched += np.bincount(units[units >= 0], minlength=self.n_units)
         if self.muted.any():
             hit = units >= 0
@@ -542,6 +553,71 @@ class OnlineTemplateSorter:
             keep_from = det.end_sample - round(window * self.sample_rate) if window > 0 else None
             self._start_job(self._unmatched, self.config.new_unit_min_spikes, False, keep_from)
         return units
+
+    def _one_report_per_spike(self, det: Detections, units: np.ndarray) -> int:
+        """Report each spike once, though the sorter may find it both as a detection
+        and as the hidden second spike of an overlap (``hidden_max_ms`` reaches past the
+        detector's exclusion: a smaller spike on a bigger one's flank is often detected
+        but, distorted by the bigger one, left unmatched, or not detected at all).
+
+        A hidden spike and a detection within ``_same_dt`` samples and
+        ``hidden_radius_um`` are one spike. Of the two, the one found later was found in
+        what was left once the earlier was peeled off, and goes: the hidden spike when
+        the detection came first (an unmatched detection of this batch takes its unit),
+        the detection when the hidden spike came first (and any hidden spike found in
+        its snippet). Returns how many detections were dropped.
+        """
+        parent, hunits, hdt = self.hidden
+        first = det.first_sample - self._horizon() - self._same_dt
+        prior_h = tuple(a[self._recent_hidden[0] >= first] for a in self._recent_hidden)
+        prior_d = tuple(a[self._recent_reported[0] >= first] for a in self._recent_reported)
+        dropped = self.dropped if self.dropped is not None else np.zeros(len(units), bool)
+        shown = np.flatnonzero(~dropped)
+        radius, same = self.config.hidden_radius_um, self._same_dt
+        samples, channels = det.samples, det.channels
+        h_samples = samples[parent] + hdt
+        h_mains = self.mains[hunits]
+        keep_h = np.ones(len(parent), dtype=bool)
+        gone = np.zeros(len(units), dtype=bool)
+        for k in range(len(parent)):
+            close = shown[
+                (np.abs(samples[shown] - h_samples[k]) <= same)
+                & (self._dist[channels[shown], h_mains[k]] <= radius)
+                & (shown != parent[k])
+            ]
+            before = close[close < parent[k]]
+            gone[close[close > parent[k]]] = True
+            if len(before):
+                if units[before[0]] == -1:
+                    units[before[0]] = hunits[k]
+                keep_h[k] = False
+            elif (
+                (np.abs(prior_d[0] - h_samples[k]) <= same)
+                & (self._dist[prior_d[1], h_mains[k]] <= radius)
+            ).any():
+                keep_h[k] = False
+        for k in range(len(prior_h[0])):
+            gone[shown] |= (np.abs(samples[shown] - prior_h[0][k]) <= same) & (
+                self._dist[channels[shown], prior_h[1][k]] <= radius
+            )
+        keep_h &= ~gone[parent]  # found in what a duplicate left: goes with it
+        if not keep_h.all():
+            self.hidden = (parent[keep_h], hunits[keep_h], hdt[keep_h])
+        self._recent_hidden = (
+            np.concatenate([prior_h[0], h_samples[keep_h]]),
+            np.concatenate([prior_h[1], h_mains[keep_h]]),
+        )
+        left = shown[~gone[shown]]
+        self._recent_reported = (
+            np.concatenate([prior_d[0], samples[left]]),
+            np.concatenate([prior_d[1], channels[left].astype(np.int64)]),
+        )
+        n_gone = int(gone.sum())
+        if n_gone:
+            units[gone] = -1
+            self.dropped = dropped | gone
+            self.n_duplicates += n_gone
+        return n_gone
 
     def _assign(
         self, det: Detections, weak: np.ndarray, units: np.ndarray
@@ -647,9 +723,10 @@ class OnlineTemplateSorter:
         if self.dropped is not None:
             keep = ~self.dropped
             parent, hunits, dt = self.hidden
-            if len(parent):  # renumber the parents of the hidden spikes
-                parent = (np.cumsum(keep) - 1)[parent]
-                self.hidden = (parent, hunits, dt)
+            if len(parent):  # renumber the parents of the hidden spikes (of those kept)
+                ok = keep[parent]
+                parent = (np.cumsum(keep) - 1)[parent[ok]]
+                self.hidden = (parent, hunits[ok], dt[ok])
             det, units = det.select(keep), units[keep]
             self.dropped = None
         if det.weak is not None:
