@@ -573,6 +573,13 @@ class OnlineTemplateSorter:
         prior_d = tuple(a[self._recent_reported[0] >= first] for a in self._recent_reported)
         dropped = self.dropped if self.dropped is not None else np.zeros(len(units), bool)
         shown = np.flatnonzero(~dropped)
+        if not len(parent) and not len(prior_h[0]):  # (most chunks: nothing to compare)
+            self._recent_hidden = prior_h
+            self._recent_reported = (
+                np.concatenate([prior_d[0], det.samples[shown]]),
+                np.concatenate([prior_d[1], det.channels[shown].astype(np.int64)]),
+            )
+            return 0
         radius, same = self.config.hidden_radius_um, self._same_dt
         samples, channels = det.samples, det.channels
         h_samples = samples[parent] + hdt
