@@ -165,6 +165,7 @@ class OnlineTemplateSorter:
         self.matched = np.zeros(0, dtype=np.int64)
         self.born = np.zeros(0, dtype=np.int64)
         self.sunk = np.zeros(0, dtype=bool)
+        self._below = np.zeros(0, dtype=bool)  # under the floor at the last review
         self._now = 0
         self.spreads: list[float] = []
         self._job_span_s = 1.0
@@ -281,6 +282,7 @@ class OnlineTemplateSorter:
             self.matched = np.concatenate([self.matched, np.zeros(len(new), dtype=np.int64)])
             self.born = np.concatenate([self.born, np.full(len(new), self._now, dtype=np.int64)])
             self.sunk = np.concatenate([self.sunk, np.zeros(len(new), dtype=bool)])
+            self._below = np.concatenate([self._below, np.zeros(len(new), dtype=bool)])
             fresh = np.stack([np.any(t != 0, axis=0) for t, _, _ in new]).astype(np.uint8)
             self.support = np.ascontiguousarray(np.concatenate([self.support, fresh]))
         if learning:
@@ -328,18 +330,21 @@ class OnlineTemplateSorter:
           and that undercounts: a cluster holds only the spikes that clustering kept
           together (seed 4's ground-truth unit 76, firing at 2.4 Hz, was learned from 30
           spikes in 30 s and muted at 1.0 Hz).
-        - A unit whose tracked trough has fallen under ``weak_unit_floor_snr`` is a sink
-          from now on, for good. A neuron's template holds its size under tracking; a
-          unit that gathers noise crossings flattens as it averages them (seed 4's unit
-          215: a trough of 5.0 noise units when learned, 2.9 at 300 s, four in five of its
-          spikes near no neuron's main electrode).
+        - A unit whose tracked trough is under ``weak_unit_floor_snr`` at two
+          reclusterings in a row is a sink from now on, for good (once is not enough: a
+          faint neuron's template dips at times under tracking). A neuron's template
+          holds its size; a unit that gathers noise crossings flattens as it averages
+          them (seed 4's unit 215: a trough of 5.0 noise units when learned, 2.9 at 300
+          s, four in five of its spikes near no neuron's main electrode).
 
         Its id stays its own either way: muting only stops reporting its spikes.
         """
         cfg = self.config
         live = ~self.retired
         snr = np.array([self._snr(t) for t in self.templates])
-        sunk = live & ~self.sunk & (snr < cfg.weak_unit_floor_snr)
+        below = snr < cfg.weak_unit_floor_snr
+        sunk = live & ~self.sunk & below & self._below
+        self._below = below
         for u in np.flatnonzero(sunk).tolist():
             log.info(
                 "online sorter: unit %d's trough is %.1f x noise: a sink from now on", u, snr[u]
@@ -347,7 +352,7 @@ class OnlineTemplateSorter:
         self.sunk |= sunk
         span = (self._now - self.born) / self.sample_rate
         rate = self.matched / np.maximum(span, 1e-3)
-        loud = self.muted & live & ~self.sunk & (span >= cfg.recluster_every_s)
+        loud = self.muted & live & ~self.sunk & ~below & (span >= cfg.recluster_every_s)
         loud &= rate >= cfg.weak_unit_rate_hz
         for u in np.flatnonzero(loud).tolist():
             log.info(
@@ -574,7 +579,7 @@ class OnlineTemplateSorter:
         dropped = self.dropped if self.dropped is not None else np.zeros(len(units), bool)
         shown = np.flatnonzero(~dropped)
         if not len(parent) and not len(prior_h[0]):  # (most chunks: nothing to compare)
-            self._recent_hidden = prior_h
+            self._recent_hidden = (prior_h[0], prior_h[1])
             self._recent_reported = (
                 np.concatenate([prior_d[0], det.samples[shown]]),
                 np.concatenate([prior_d[1], det.channels[shown].astype(np.int64)]),
