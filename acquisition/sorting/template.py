@@ -341,7 +341,10 @@ class OnlineTemplateSorter:
         """
         cfg = self.config
         live = ~self.retired
-        snr = np.array([self._snr(t) for t in self.templates])
+        low, high = self.templates.min(axis=1), self.templates.max(axis=1)  # (units, ch)
+        mains = np.argmax(high - low, axis=1)  # main_channel's choice, for all at once
+        noise = np.maximum(self._noise[mains], 1e-6)
+        snr = -low[np.arange(len(mains)), mains] / noise
         below = snr < cfg.weak_unit_floor_snr
         sunk = live & ~self.sunk & below & self._below
         self._below = below
