@@ -435,7 +435,12 @@ def merge_templates(
 
 def main_channel(template: np.ndarray) -> int:
     """The electrode with the largest peak-to-peak amplitude."""
-    return int(np.argmax(template.max(axis=0) - template.min(axis=0)))
+    return int(main_channels(template[None])[0])
+
+
+def main_channels(templates: np.ndarray) -> np.ndarray:
+    """:func:`main_channel` of each of ``templates`` ``(units, samples, channels)``."""
+    return np.argmax(templates.max(axis=1) - templates.min(axis=1), axis=1)
 
 
 def learn_templates(

@@ -13,7 +13,13 @@ import numpy as np
 from acquisition.config import TemplateSorterConfig
 from acquisition.detection.base import Detections
 from acquisition.kernels.sort import alike_pairs, assign_spikes, peel_history
-from acquisition.sorting.clustering import MIN_OVERLAP, alike, learn_templates, main_channel
+from acquisition.sorting.clustering import (
+    MIN_OVERLAP,
+    alike,
+    learn_templates,
+    main_channel,
+    main_channels,
+)
 
 log = logging.getLogger(__name__)
 
@@ -303,10 +309,12 @@ class OnlineTemplateSorter:
         rate = max(count / self._job_span_s, 1e-3)
         return min(cfg.drift_alpha, 1.0 / (rate * cfg.drift_tau_s))
 
-    def _snr(self, template: np.ndarray) -> float:
-        """Trough on the main electrode over that electrode's noise (µV / µV)."""
-        main = main_channel(template)
-        return -float(template[:, main].min()) / max(float(self._noise[main]), 1e-6)
+    def _snr(self, templates: np.ndarray) -> np.ndarray:
+        """Per template of ``templates`` ``(units, samples, channels)``: the trough on its
+        main electrode over that electrode's noise (µV / µV)."""
+        mains = main_channels(templates)
+        troughs = templates.min(axis=1)[np.arange(len(mains)), mains]
+        return -troughs / np.maximum(self._noise[mains], 1e-6)
 
     def _weak(self, template: np.ndarray, count: int) -> bool:
         """A small, rarely firing cluster: most likely noise crossings, the residue of
@@ -315,7 +323,7 @@ class OnlineTemplateSorter:
         unit is kept as a sink (its spikes do not pollute real units) but its spikes are
         reported unassigned."""
         cfg = self.config
-        snr = self._snr(template)
+        snr = float(self._snr(template[None])[0])
         rate = count / self._job_span_s
         if snr < cfg.weak_unit_floor_snr:
             return True
@@ -341,10 +349,7 @@ class OnlineTemplateSorter:
         """
         cfg = self.config
         live = ~self.retired
-        low, high = self.templates.min(axis=1), self.templates.max(axis=1)  # (units, ch)
-        mains = np.argmax(high - low, axis=1)  # main_channel's choice, for all at once
-        noise = np.maximum(self._noise[mains], 1e-6)
-        snr = -low[np.arange(len(mains)), mains] / noise
+        snr = self._snr(self.templates)
         below = snr < cfg.weak_unit_floor_snr
         sunk = live & ~self.sunk & below & self._below
         self._below = below
@@ -396,7 +401,7 @@ class OnlineTemplateSorter:
         live = np.flatnonzero(~self.retired)
         if len(live) < 2:
             return
-        mains = np.array([main_channel(self.templates[u]) for u in live], dtype=np.int64)
+        mains = main_channels(self.templates[live]).astype(np.int64)
         i, j = np.nonzero(np.triu(self._dist[mains[:, None], mains[None, :]] <= self._radius, 1))
         pair_a, pair_b = live[i].astype(np.int64), live[j].astype(np.int64)
         same = np.zeros(len(pair_a), dtype=np.uint8)
@@ -444,7 +449,7 @@ class OnlineTemplateSorter:
         a tracked template does not make them flicker (a real drift soon passes that).
         """
         n_old = len(self.mains)
-        mains = np.array([main_channel(t) for t in self.templates], dtype=np.int64)
+        mains = main_channels(self.templates).astype(np.int64)
         trough = np.array(
             [int(np.argmin(t[:, m])) for t, m in zip(self.templates, mains, strict=True)],
             dtype=np.int64,
@@ -581,13 +586,6 @@ class OnlineTemplateSorter:
         prior_d = tuple(a[self._recent_reported[0] >= first] for a in self._recent_reported)
         dropped = self.dropped if self.dropped is not None else np.zeros(len(units), bool)
         shown = np.flatnonzero(~dropped)
-        if not len(parent) and not len(prior_h[0]):  # (most chunks: nothing to compare)
-            self._recent_hidden = (prior_h[0], prior_h[1])
-            self._recent_reported = (
-                np.concatenate([prior_d[0], det.samples[shown]]),
-                np.concatenate([prior_d[1], det.channels[shown].astype(np.int64)]),
-            )
-            return 0
         radius, same = self.config.hidden_radius_um, self._same_dt
         samples, channels = det.samples, det.channels
         h_samples = samples[parent] + hdt

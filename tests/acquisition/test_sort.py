@@ -617,7 +617,7 @@ def test_a_unit_under_the_floor_snr_is_never_reported() -> None:
         out.append(pipe.process(Chunk(x[a : a + 300], a, a / FS, FS)).spikes)
         a += 300
     assert not s.muted.any()
-    snr = np.array([s._snr(t) for t in s.templates])
+    snr = s._snr(s.templates)
     floor = float(np.median(snr))
     s.config = s.config.model_copy(update={"weak_unit_floor_snr": floor})
     raised_at = a
