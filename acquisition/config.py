@@ -94,6 +94,14 @@ class ThresholdDetectorConfig(StrictModel):
         description="a peak whose shoulders average above this fraction of it is broad "
         "(an after-lobe, not a spike): weak when weak peaks are on, else dropped (0: off)",
     )
+    residual_mask_um: float | None = Field(
+        None,
+        ge=0,
+        description="the residual pass (sorter.residual_pass) drops its peaks within "
+        "the exclusion window of a first-pass peak and this close to it, µm (None: "
+        "radius_um + snippet_radius_um, as far as that spike may reach beyond the "
+        "electrodes its template is peeled on; 0: only on its own electrode)",
+    )
     snippet_pre_ms: float = Field(0.6, ge=0)
     snippet_post_ms: float = Field(1.0, gt=0)
     snippet_radius_um: float = Field(60.0, ge=0)

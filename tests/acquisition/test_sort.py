@@ -438,6 +438,80 @@ def test_residual_pass_finds_spikes_hidden_under_bigger_ones() -> None:
     assert acc1[2][0] >= acc0[2][0] - 0.01
 
 
+def _neighbours(seconds: float, seed: int):
+    """16 electrodes; a big unit and, 70 µm from it, a small one that often fires
+    within 0.33 ms of the big one (``near``): at those instants the big spike's footprint
+    on the electrodes between them is larger than the small spike, so the detector's
+    exclusion (50 µm) hides it. Returns (data, positions, [big, small], near)."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * FS)
+    pos = np.array([[32.0 * (i % 2), 20.0 * (i // 2)] for i in range(16)])
+    x = rng.normal(0, 8.0, size=(n, 16)).astype(np.float32)
+    t = (np.arange(60) - 20) / FS
+
+    def add(times: np.ndarray, width: float, amp: float, depth: float) -> None:
+        z = t / width
+        shape = -(1 - z**2) * np.exp(-0.5 * z**2)
+        gain = amp * np.exp(-np.sqrt((pos[:, 0] - 16.0) ** 2 + (pos[:, 1] - depth) ** 2) / 25.0)
+        for s in times:
+            x[s - 20 : s + 40] += shape[:, None] * gain[None, :]
+
+    def train(rate: float) -> np.ndarray:
+        isi = rng.exponential(FS / rate, size=int(seconds * rate * 2)) + 90
+        times = np.cumsum(isi).astype(np.int64) + 1000
+        return times[times < n - 200]
+
+    big = train(15.0)
+    pick = big[rng.random(len(big)) < 0.5]
+    near = pick + rng.integers(-10, 11, size=len(pick))
+    small = np.unique(np.concatenate([train(10.0), near]))
+    add(big, 1.1e-4, 400.0, 40.0)
+    add(small, 0.7e-4, 110.0, 110.0)
+    return x, pos, [big, small], near
+
+
+def test_residual_pass_unmasked_finds_a_neighbours_spikes_a_bigger_one_hid() -> None:
+    """A small neuron 70 µm from a big one is hidden whenever they fire together: the
+    big spike's footprint between them is larger than it. Peeled off, it shows in the
+    residual pass, but only if that pass is not masked around the big spike's peak
+    (``residual_mask_um`` 0, with a snippet radius wide enough for the big template to
+    be peeled where it reaches); the small unit is then sorted far better and nothing
+    false is added."""
+    x, pos, truth, near = _neighbours(14.0, seed=5)
+    learn_end = int(6.0 * FS)
+    detection = {"weak_threshold": 3.5, "threshold": 4.5, "snippet_radius_um": 80.0}
+    sorter = {"learning_s": 5.0, "recluster_every_s": 1e6, "residual_pass": True}
+    out = {}
+    for mask in (None, 0.0):
+        cfg = AcquisitionConfig.model_validate(
+            {"detection": detection | {"residual_mask_um": mask}, "sorter": sorter}
+        )
+        pipe = OnlinePipeline(cfg, pos, FS)
+        batches = [pipe.process(Chunk(x[a : a + 30], a, a / FS, FS)) for a in range(0, len(x), 30)]
+        spikes = np.concatenate([b.spikes for b in batches])
+        spikes = spikes[spikes["sample"] > learn_end]
+        accs = [
+            best_accuracy(gt[gt > learn_end + 100], spikes["sample"], spikes["unit"])
+            for gt in truth
+        ]
+        st = np.sort(spikes["sample"][spikes["unit"] == accs[1][1]])
+        hidden = near[near > learn_end + 100]
+        idx = np.clip(np.searchsorted(st, hidden), 1, len(st) - 1)
+        found = np.minimum(np.abs(st[idx] - hidden), np.abs(st[idx - 1] - hidden)) <= 6
+        small = truth[1]
+        idx = np.clip(np.searchsorted(small, st), 1, len(small) - 1)
+        false = np.minimum(np.abs(small[idx] - st), np.abs(small[idx - 1] - st)) > 6
+        out[mask] = (accs, found.mean(), int(false.sum()), pipe.sorter)
+    (acc0, found0, false0, _), (acc1, found1, false1, sorter) = out[None], out[0.0]
+    assert sorter is not None
+    assert sorter.n_late > 0
+    assert found0 < 0.2  # masked: the hidden spikes stay hidden ...
+    assert found1 > 0.8  # ... unmasked, the residual pass finds them
+    assert acc1[1][0] > acc0[1][0] + 0.2
+    assert acc1[0][0] >= acc0[0][0] - 0.01  # the big unit is no worse
+    assert false1 <= false0  # and every spike it adds to the small unit is one of its own
+
+
 def test_a_slow_new_unit_gathers_its_spikes_across_reclusterings() -> None:
     """A neuron that appears after learning and fires too slowly to give
     new_unit_min_spikes in one recluster period founds a unit only when the unmatched
