@@ -94,13 +94,13 @@ class ThresholdDetectorConfig(StrictModel):
         description="a peak whose shoulders average above this fraction of it is broad "
         "(an after-lobe, not a spike): weak when weak peaks are on, else dropped (0: off)",
     )
-    residual_mask_um: float | None = Field(
-        None,
-        ge=0,
-        description="the residual pass (sorter.residual_pass) drops its peaks within "
-        "the exclusion window of a first-pass peak and this close to it, µm (None: "
-        "radius_um + snippet_radius_um, as far as that spike may reach beyond the "
-        "electrodes its template is peeled on; 0: only on its own electrode)",
+    residual_mask: Literal["near", "unpeeled"] = Field(
+        "near",
+        description="where the residual pass (sorter.residual_pass) ignores its peaks "
+        "within the exclusion window of a first-pass peak: 'near', within radius_um + "
+        "snippet_radius_um of it; 'unpeeled', only where that spike's template is not "
+        "peeled off (its own electrode, and beyond snippet_radius_um up to radius_um + "
+        "snippet_radius_um), so that a neighbour it hid is found",
     )
     snippet_pre_ms: float = Field(0.6, ge=0)
     snippet_post_ms: float = Field(1.0, gt=0)

@@ -65,13 +65,15 @@ class ThresholdDetector:
         self.residual_lag = self.exclude + self.pre if residual else 0
         pos = self.positions_um
         dist = np.sqrt(((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1))
-        # a first-pass peak masks the residual pass this far: its template is peeled
-        # only within the snippet radius, and a big spike reaches further (with a wide
-        # snippet radius, only its own electrode need be masked: what its template left)
-        mask = config.residual_mask_um
-        if mask is None:
-            mask = config.radius_um + config.snippet_radius_um
-        self._near = dist <= mask + 1e-9
+        # a first-pass peak masks the residual pass: its template is peeled only within
+        # the snippet radius, and a big spike reaches further. "near": all around it;
+        # "unpeeled": only where the template left something (its peak's electrode) or
+        # was not taken out, so a neighbour it hid shows
+        reach = dist <= config.radius_um + config.snippet_radius_um + 1e-9
+        if config.residual_mask == "near":
+            self._near = reach
+        else:
+            self._near = (dist <= 1e-9) | (reach & (dist > config.snippet_radius_um + 1e-9))
         self.snippet_neighbours = neighbourhoods(self.positions_um, config.snippet_radius_um)
         self.polarity = _POLARITY[config.polarity]
         self.shadow = round(config.shadow_ms * fs / 1000.0)
@@ -307,8 +309,8 @@ class ThresholdDetector:
         from ``buf`` (a copy of the filtered signal, row 0 = absolute ``first_sample``).
         Peaks are found as in :meth:`process` (down to the weak threshold if there is
         one; no shadow; broad ones dropped), except near a peak the first pass found
-        (within the exclusion window and ``residual_mask_um``, by default the radius
-        plus the snippet radius: the templates are peeled only within the latter). All
+        (within the exclusion window and, by ``residual_mask``, the radius plus the
+        snippet radius, or only there where the peak's template was not peeled). All
         are returned weak: candidates for the sorter to confirm. Their snippets are cut
         from the filtered signal itself.
         Call it after each :meth:`process` (the detector must be made with
