@@ -71,9 +71,9 @@ class ThresholdDetector:
         # was not taken out, so a neighbour it hid shows
         reach = dist <= config.radius_um + config.snippet_radius_um + 1e-9
         if config.residual_mask == "near":
-            self._near = reach
+            self._masked = reach
         else:
-            self._near = (dist <= 1e-9) | (reach & (dist > config.snippet_radius_um + 1e-9))
+            self._masked = (dist <= 1e-9) | (reach & (dist > config.snippet_radius_um + 1e-9))
         self.snippet_neighbours = neighbourhoods(self.positions_um, config.snippet_radius_um)
         self.polarity = _POLARITY[config.polarity]
         self.shadow = round(config.shadow_ms * fs / 1000.0)
@@ -373,7 +373,7 @@ class ThresholdDetector:
         self._recent = (rs, rc)
         if n and len(rs):
             close = np.abs(samples[:, None] - rs[None, :]) <= self.exclude
-            close &= self._near[chans[:, None], rc[None, :]]
+            close &= self._masked[chans[:, None], rc[None, :]]
             new = ~close.any(axis=1)
             samples, chans, rows = samples[new], chans[new], out_t[:n][new]
         else:
