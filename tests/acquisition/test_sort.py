@@ -361,39 +361,50 @@ def test_tracking_is_clipped_per_sample() -> None:
     np.testing.assert_array_equal(moved[1], templates[1])
 
 
-def _collisions(seconds: float, seed: int):
-    """8 electrodes; a big unit and a small one under the same electrodes, the small one
-    often firing 0.3-0.8 ms after the big one (on its rebound, in its shadow), and a
-    third unit further on. Returns (data, positions, [big, small, third] spike times,
-    the small unit's spikes that follow a big one)."""
+def _big_and_small(
+    seconds: float,
+    seed: int,
+    n_electrodes: int,
+    units: list[tuple[float, float, float, float]],
+    lags: tuple[int, int],
+):
+    """Electrodes in two columns 32 µm apart, rows 20 µm apart; ``units`` (width s,
+    amplitude µV, depth µm, rate Hz) under the middle of the columns, the first a big
+    one and the second a small one that also fires at a lag in ``[lags)`` samples after
+    half of the big one's spikes. Returns (data, positions, spike times per unit, those
+    paired spikes of the small unit)."""
     rng = np.random.default_rng(seed)
     n = int(seconds * FS)
-    pos = np.array([[32.0 * (i % 2), 20.0 * (i // 2)] for i in range(8)])
-    x = rng.normal(0, 8.0, size=(n, 8)).astype(np.float32)
+    pos = np.array([[32.0 * (i % 2), 20.0 * (i // 2)] for i in range(n_electrodes)])
+    x = rng.normal(0, 8.0, size=(n, n_electrodes)).astype(np.float32)
     t = (np.arange(60) - 20) / FS
-
-    def add(times: np.ndarray, width: float, amp: float, depth: float) -> None:
-        z = t / width
-        shape = -(1 - z**2) * np.exp(-0.5 * z**2)
-        dist = np.sqrt((pos[:, 0] - 16.0) ** 2 + (pos[:, 1] - depth) ** 2)
-        gain = amp * np.exp(-dist / 25.0)
-        for s in times:
-            x[s - 20 : s + 40] += shape[:, None] * gain[None, :]
 
     def train(rate: float) -> np.ndarray:
         isi = rng.exponential(FS / rate, size=int(seconds * rate * 2)) + 90
         times = np.cumsum(isi).astype(np.int64) + 1000
         return times[times < n - 200]
 
-    big = train(15.0)
+    big = train(units[0][3])
     pick = big[rng.random(len(big)) < 0.5]
-    follows = pick + rng.integers(9, 25, size=len(pick))
-    small = np.unique(np.concatenate([train(10.0), follows]))
-    third = train(12.0)
-    add(big, 1.1e-4, 260.0, 60.0)
-    add(small, 0.7e-4, 90.0, 60.0)
-    add(third, 0.9e-4, 120.0, 0.0)
-    return x, pos, [big, small, third], follows
+    paired = pick + rng.integers(*lags, size=len(pick))
+    small = np.unique(np.concatenate([train(units[1][3]), paired]))
+    truth = [big, small] + [train(u[3]) for u in units[2:]]
+    for (width, amp, depth, _), times in zip(units, truth, strict=True):
+        z = t / width
+        shape = -(1 - z**2) * np.exp(-0.5 * z**2)
+        gain = amp * np.exp(-np.sqrt((pos[:, 0] - 16.0) ** 2 + (pos[:, 1] - depth) ** 2) / 25.0)
+        for s_ in times:
+            x[s_ - 20 : s_ + 40] += shape[:, None] * gain[None, :]
+    return x, pos, truth, paired
+
+
+def _collisions(seconds: float, seed: int):
+    """8 electrodes; a big unit and a small one under the same electrodes, the small one
+    often firing 0.3-0.8 ms after the big one (on its rebound, in its shadow), and a
+    third unit further on. Returns (data, positions, [big, small, third] spike times,
+    the small unit's spikes that follow a big one)."""
+    units = [(1.1e-4, 260.0, 60.0, 15.0), (0.7e-4, 90.0, 60.0, 10.0), (0.9e-4, 120.0, 0.0, 12.0)]
+    return _big_and_small(seconds, seed, 8, units, (9, 25))
 
 
 def test_residual_pass_finds_spikes_hidden_under_bigger_ones() -> None:
@@ -443,31 +454,8 @@ def _neighbours(seconds: float, seed: int):
     within 0.33 ms of the big one (``near``): at those instants the big spike's footprint
     on the electrodes between them is larger than the small spike, so the detector's
     exclusion (50 µm) hides it. Returns (data, positions, [big, small], near)."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * FS)
-    pos = np.array([[32.0 * (i % 2), 20.0 * (i // 2)] for i in range(16)])
-    x = rng.normal(0, 8.0, size=(n, 16)).astype(np.float32)
-    t = (np.arange(60) - 20) / FS
-
-    def add(times: np.ndarray, width: float, amp: float, depth: float) -> None:
-        z = t / width
-        shape = -(1 - z**2) * np.exp(-0.5 * z**2)
-        gain = amp * np.exp(-np.sqrt((pos[:, 0] - 16.0) ** 2 + (pos[:, 1] - depth) ** 2) / 25.0)
-        for s in times:
-            x[s - 20 : s + 40] += shape[:, None] * gain[None, :]
-
-    def train(rate: float) -> np.ndarray:
-        isi = rng.exponential(FS / rate, size=int(seconds * rate * 2)) + 90
-        times = np.cumsum(isi).astype(np.int64) + 1000
-        return times[times < n - 200]
-
-    big = train(15.0)
-    pick = big[rng.random(len(big)) < 0.5]
-    near = pick + rng.integers(-10, 11, size=len(pick))
-    small = np.unique(np.concatenate([train(10.0), near]))
-    add(big, 1.1e-4, 400.0, 40.0)
-    add(small, 0.7e-4, 110.0, 110.0)
-    return x, pos, [big, small], near
+    units = [(1.1e-4, 400.0, 40.0, 15.0), (0.7e-4, 110.0, 110.0, 10.0)]
+    return _big_and_small(seconds, seed, 16, units, (-10, 11))
 
 
 def test_residual_pass_unmasked_finds_a_neighbours_spikes_a_bigger_one_hid() -> None:
