@@ -373,17 +373,14 @@ class OnlineTemplateSorter:
 
     def _like_existing(self, template: np.ndarray) -> bool:
         main = main_channel(template)
-        for u in range(self.n_units):
-            if self.retired[u]:
-                continue
-            if self._dist[main, main_channel(self.templates[u])] > self._radius:
-                continue
-            cfg = self.config
-            if alike(
+        cfg = self.config
+        near = ~self.retired & (self._dist[main, main_channels(self.templates)] <= self._radius)
+        return any(
+            alike(
                 template, self.templates[u], cfg.merge_threshold, 2, self._noise, cfg.merge_max_rms
-            ):
-                return True
-        return False
+            )
+            for u in np.flatnonzero(near)
+        )
 
     def _retire_duplicates(self) -> None:
         """Retire each unit that has become alike to another (the merge test of
@@ -592,10 +589,15 @@ class OnlineTemplateSorter:
         h_mains = self.mains[hunits]
         keep_h = np.ones(len(parent), dtype=bool)
         gone = np.zeros(len(units), dtype=bool)
+
+        def one(at: np.ndarray, on: np.ndarray, sample: int, main: int) -> np.ndarray:
+            """Are the spikes at samples ``at`` on electrodes ``on`` the spike at
+            ``sample`` whose unit's main electrode is ``main``?"""
+            return (np.abs(at - sample) <= same) & (self._dist[on, main] <= radius)
+
         for k in range(len(parent)):
             close = shown[
-                (np.abs(samples[shown] - h_samples[k]) <= same)
-                & (self._dist[channels[shown], h_mains[k]] <= radius)
+                one(samples[shown], channels[shown], h_samples[k], h_mains[k])
                 & (shown != parent[k])
             ]
             before = close[close < parent[k]]
@@ -604,15 +606,10 @@ class OnlineTemplateSorter:
                 if units[before[0]] == -1:
                     units[before[0]] = hunits[k]
                 keep_h[k] = False
-            elif (
-                (np.abs(prior_d[0] - h_samples[k]) <= same)
-                & (self._dist[prior_d[1], h_mains[k]] <= radius)
-            ).any():
+            elif one(prior_d[0], prior_d[1], h_samples[k], h_mains[k]).any():
                 keep_h[k] = False
         for k in range(len(prior_h[0])):
-            gone[shown] |= (np.abs(samples[shown] - prior_h[0][k]) <= same) & (
-                self._dist[channels[shown], prior_h[1][k]] <= radius
-            )
+            gone[shown] |= one(samples[shown], channels[shown], prior_h[0][k], prior_h[1][k])
         keep_h &= ~gone[parent]  # found in what a duplicate left: goes with it
         if not keep_h.all():
             self.hidden = (parent[keep_h], hunits[keep_h], hdt[keep_h])
