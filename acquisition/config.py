@@ -204,6 +204,28 @@ class TemplateSorterConfig(StrictModel):
         description="... and the template removes at least this fraction of its own energy "
         "(noise units squared) from the snippet",
     )
+    residual_confirm_max_score: float | None = Field(
+        None,
+        gt=0,
+        description="confirm_max_score for the residual pass's peaks (None: the same). "
+        "They are found once the labelled spikes are peeled off, so a bigger neighbour's "
+        "spike is no longer there to fake one: a looser fit may do",
+    )
+    residual_confirm_min_gain: float | None = Field(
+        None, description="confirm_min_gain for the residual pass's peaks (None: the same)"
+    )
+    match_min_gain: float | None = Field(
+        None,
+        description="a detection is given its best unit only when the template takes at "
+        "least this fraction of its own energy out of the snippet (1 for an exact match, "
+        "-1 for noise; None: no such test)",
+    )
+    track_min_gain: float | None = Field(
+        None,
+        description="a matched spike pulls its unit's template (drift tracking) only when "
+        "the template takes at least this fraction of its own energy out of it: a faint "
+        "unit matched to noise crossings would else shrink toward them (None: all pull)",
+    )
     weak_unit_snr: float = Field(
         6.0, ge=0, description="trough / noise (µV / µV) below which a unit may be weak"
     )

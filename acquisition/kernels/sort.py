@@ -384,6 +384,8 @@ def assign_spikes(
     weak: np.ndarray,
     confirm_max_score: float,
     confirm_min_gain: float,
+    match_min_gain: float,
+    track_min_gain: float,
     horizon: int,
     out_units: np.ndarray,
     out_scores: np.ndarray,
@@ -431,6 +433,12 @@ def assign_spikes(
     own energy out of the snippet (``out_gain[i]`` = (||x||² - ||x - t||²) / ||t||² on
     the template's electrodes, in noise units: 1 for an exact match, -1 for noise);
     else ``out_units[i]`` is ``-3`` (drop it). No overlap search, no tracking.
+
+    The same gain decides for the others: a snippet whose best unit takes out less than
+    ``match_min_gain`` of the template's energy is not matched (a noise crossing fits a
+    faint template best, at a gain near -1), and one under ``track_min_gain`` is matched
+    but does not pull the template (``-inf`` for either: no test). ``out_gain[i]`` is
+    the best unit's gain (0 when none fitted well enough to be tried).
     ``horizon`` (samples): how far before a snippet the ring is scanned for entries that
     may overlap it (the matching and hidden-spike lags, plus the slack of spikes found
     late, by a residual pass, which are added out of order).
@@ -537,6 +545,12 @@ def assign_spikes(
                         second_lag = l2
         out_scores[i] = best_score
         good = best_score < max_score or best_score * best_score < max_relative * energy
+        gain = 1.0
+        if best >= 0 and good:
+            xt, tt = _fit(x, row, templates, support, inv_noise, best, best_shift)
+            gain = (2.0 * xt - tt) / max(tt, 1e-12)
+            out_gain[i] = gain
+            good = gain >= match_min_gain
         if best >= 0 and good:
             out_units[i] = best
             slot = hist_count[0] % cap
@@ -554,7 +568,7 @@ def assign_spikes(
                     hist_origin[slot] = t0 - second_lag
                     hist_unit[slot] = second
                     hist_count[0] += 1
-            if alphas[best] > 0.0:
+            if alphas[best] > 0.0 and gain >= track_min_gain:
                 _track(
                     x,
                     row,
@@ -686,6 +700,8 @@ def warm_up() -> None:
         np.zeros(1, dtype=np.int64),
         np.zeros(1, dtype=np.uint8),
         1.0,
+        0.5,
+        -1.0,
         0.5,
         5,
         np.zeros(1, dtype=np.int32),

@@ -630,11 +630,18 @@ class OnlineTemplateSorter:
         return n_gone
 
     def _assign(
-        self, det: Detections, weak: np.ndarray, units: np.ndarray
+        self,
+        det: Detections,
+        weak: np.ndarray,
+        units: np.ndarray,
+        confirm: tuple[float, float] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Run the matching kernel on ``det`` (``weak`` uint8 flags) into ``units``;
         returns its other outputs: (scores, residual snippets, hidden units, their lags,
-        gains)."""
+        gains). ``confirm``: (max score, min gain) for the weak ones, if not the
+        configured ``confirm_max_score`` and ``confirm_min_gain``."""
+        if confirm is None:
+            confirm = (self.config.confirm_max_score, self.config.confirm_min_gain)
         n = len(det)
         scores = np.empty(n, dtype=np.float32)
         resid = np.empty_like(det.snippets)
@@ -666,8 +673,10 @@ class OnlineTemplateSorter:
             self._hist_unit,
             self._hist_count,
             weak,
-            self.config.confirm_max_score,
-            self.config.confirm_min_gain,
+            confirm[0],
+            confirm[1],
+            -np.inf if self.config.match_min_gain is None else self.config.match_min_gain,
+            -np.inf if self.config.track_min_gain is None else self.config.track_min_gain,
             self._horizon(),
             units,
             scores,
@@ -711,7 +720,20 @@ class OnlineTemplateSorter:
         units = np.full(n, -1, dtype=np.int32)
         if not n or self.learning or not self.n_units:
             return units
-        self._assign(det, np.ones(n, dtype=np.uint8), units)
+        cfg = self.config
+        self._assign(
+            det,
+            np.ones(n, dtype=np.uint8),
+            units,
+            (
+                cfg.confirm_max_score
+                if cfg.residual_confirm_max_score is None
+                else cfg.residual_confirm_max_score,
+                cfg.confirm_min_gain
+                if cfg.residual_confirm_min_gain is None
+                else cfg.residual_confirm_min_gain,
+            ),
+        )
         units[units < 0] = -1
         if self.muted.any():
             units[(units >= 0) & self.muted[np.maximum(units, 0)]] = -1

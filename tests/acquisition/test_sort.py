@@ -177,7 +177,8 @@ def _two_unit_kernel_inputs():
 
 
 def _assign(snippets, samples, channels, templates, neighbours, candidates, support, trough,
-            near=None, weak=None, gains=None, alphas=None):  # fmt: skip
+            near=None, weak=None, gains=None, alphas=None,
+            match_gain=-np.inf, track_gain=-np.inf):  # fmt: skip
     """Run the matching kernel; (units, residual snippets, hidden units, hidden lags).
     With ``alphas`` (tracking rate per unit) ``templates`` and ``support`` are tracked in
     place; else the kernel works on a copy of ``templates``."""
@@ -198,6 +199,7 @@ def _assign(snippets, samples, channels, templates, neighbours, candidates, supp
         1.3, 25.0, 12, 1.15,
         np.ones((4, 2), np.uint8) if near is None else near, *hist,
         np.zeros(n, np.uint8) if weak is None else weak.astype(np.uint8), 1.2, 0.5,
+        match_gain, track_gain,
         2 * 1 + 2 * 12 + 1,  # the history horizon: matching and hidden lags
         units, scores, resid, hidden, hidden_dt,
         np.zeros(n, np.float32) if gains is None else gains,
@@ -359,6 +361,49 @@ def test_tracking_is_clipped_per_sample() -> None:
     assert moved[0, 20, 1] - templates[0, 20, 1] == pytest.approx(0.5 * 16.0)  # 2 noise units
     assert moved[0, 5, 0] - templates[0, 5, 0] == pytest.approx(2.0)
     np.testing.assert_array_equal(moved[1], templates[1])
+
+
+def test_noise_crossings_neither_match_nor_pull_a_faint_unit() -> None:
+    """A faint unit is the best fit for noise that crosses the threshold near it: with no
+    gain test such crossings are matched to it and, tracked, shrink its template toward
+    noise (seed 0's unit 19 fell from 6.2 to 3.2 x noise in 30 s and was sunk). The fit
+    gain ((||x||² - ||x - t||²) / ||t||²: 1 for the unit's spike, about -1 for noise)
+    tells them apart: ``track_min_gain`` keeps them from pulling the template,
+    ``match_min_gain`` from being matched at all. The unit's own spikes pass both."""
+    templates, nb, _, support, trough = _two_unit_kernel_inputs()
+    templates[0] *= 0.45  # a faint unit: trough 45 µV, 5.6 x the 8 µV noise
+    cand = np.tile(np.array([0, -1], dtype=np.int32), (4, 1))
+    rng = np.random.default_rng(3)
+    n_win = templates.shape[1]
+    crossings = rng.normal(0, 8.0, size=(200, n_win, 4)).astype(np.float32)
+    crossings[:, 12, 0] = -40.0  # a 5 x noise crossing on the unit's main electrode
+    spikes = rng.normal(0, 8.0, size=(200, n_win, 4)).astype(np.float32) + templates[0]
+    samples = np.arange(200, dtype=np.int64) * 1000
+    channels = np.zeros(200, dtype=np.int32)
+    size = float(np.linalg.norm(templates[0]))
+
+    def run(snippets, match_gain, track_gain):
+        moved, sup = templates.copy(), support.copy()
+        alphas = np.full(2, 0.05, dtype=np.float32)
+        gains = np.zeros(200, np.float32)
+        units, *_ = _assign(snippets, samples, channels, moved, nb, cand, sup, trough,
+                            gains=gains, alphas=alphas, match_gain=match_gain,
+                            track_gain=track_gain)  # fmt: skip
+        return units, float(np.linalg.norm(moved[0])), gains
+
+    units, after, gains = run(crossings, -np.inf, -np.inf)
+    assert (units == 0).mean() > 0.9  # without a gain test: matched ...
+    assert after < 0.7 * size  # ... and the template shrank toward the noise
+    assert np.median(gains[:10]) < -0.3  # (later ones fit the template they made)
+    units, after, _ = run(crossings, -np.inf, 0.5)
+    assert (units == 0).mean() > 0.9
+    assert after == pytest.approx(size)  # matched, not followed
+    units, after, _ = run(crossings, 0.0, 0.5)
+    assert (units == 0).sum() == 0  # not matched
+    units, after, gains = run(spikes, 0.0, 0.5)  # the unit's own spikes
+    assert (units == 0).all()
+    assert np.median(gains) == pytest.approx(1.0, abs=0.1)
+    assert after == pytest.approx(size, rel=0.1)  # followed, and still its size
 
 
 def _big_and_small(
