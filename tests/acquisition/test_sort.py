@@ -412,12 +412,14 @@ def _big_and_small(
     n_electrodes: int,
     units: list[tuple[float, float, float, float]],
     lags: tuple[int, int],
+    jitter: float = 0.0,
 ):
     """Electrodes in two columns 32 µm apart, rows 20 µm apart; ``units`` (width s,
     amplitude µV, depth µm, rate Hz) under the middle of the columns, the first a big
     one and the second a small one that also fires at a lag in ``[lags)`` samples after
-    half of the big one's spikes. Returns (data, positions, spike times per unit, those
-    paired spikes of the small unit)."""
+    half of the big one's spikes; ``jitter``: the big one's spikes vary in size by this
+    fraction (standard deviation; drawn apart, so the rest is the same). Returns (data,
+    positions, spike times per unit, those paired spikes of the small unit)."""
     rng = np.random.default_rng(seed)
     n = int(seconds * FS)
     pos = np.array([[32.0 * (i % 2), 20.0 * (i // 2)] for i in range(n_electrodes)])
@@ -434,12 +436,14 @@ def _big_and_small(
     paired = pick + rng.integers(*lags, size=len(pick))
     small = np.unique(np.concatenate([train(units[1][3]), paired]))
     truth = [big, small] + [train(u[3]) for u in units[2:]]
-    for (width, amp, depth, _), times in zip(units, truth, strict=True):
+    sizes = 1.0 + jitter * np.random.default_rng(seed + 1).standard_normal(len(big))
+    for k, ((width, amp, depth, _), times) in enumerate(zip(units, truth, strict=True)):
         z = t / width
         shape = -(1 - z**2) * np.exp(-0.5 * z**2)
         gain = amp * np.exp(-np.sqrt((pos[:, 0] - 16.0) ** 2 + (pos[:, 1] - depth) ** 2) / 25.0)
-        for s_ in times:
-            x[s_ - 20 : s_ + 40] += shape[:, None] * gain[None, :]
+        for j, s_ in enumerate(times):
+            size = sizes[j] if k == 0 else 1.0
+            x[s_ - 20 : s_ + 40] += size * shape[:, None] * gain[None, :]
     return x, pos, truth, paired
 
 
@@ -543,6 +547,82 @@ def test_residual_pass_unmasked_finds_a_neighbours_spikes_a_bigger_one_hid() -> 
     assert acc1[1][0] > acc0[1][0] + 0.2
     assert acc1[0][0] >= acc0[0][0] - 0.01  # the big unit is no worse
     assert false1 <= false0  # and every spike it adds to the small unit is one of its own
+
+
+def test_residual_peaks_have_their_own_fit_limits() -> None:
+    """When the big neighbour's spikes vary in size (15 %), its template, peeled off,
+    leaves part of each: the small spike it hid shows in the residual but fits its unit
+    worse than ``confirm_max_score`` allows a weak peak. The residual pass's own limits
+    (``residual_confirm_max_score`` 1.5 with ``residual_confirm_min_gain`` 0.7) keep
+    twice as many of them, and add no false spike."""
+    units = [(1.1e-4, 400.0, 40.0, 15.0), (0.7e-4, 110.0, 110.0, 10.0)]
+    x, pos, truth, near = _big_and_small(14.0, 5, 16, units, (-10, 11), jitter=0.15)
+    learn_end = int(6.0 * FS)
+    detection = {"weak_threshold": 3.5, "threshold": 4.5, "snippet_radius_um": 80.0}
+    sorter = {"learning_s": 5.0, "recluster_every_s": 1e6, "residual_pass": True}
+    out = []
+    for limits in ({}, {"residual_confirm_max_score": 1.5, "residual_confirm_min_gain": 0.7}):
+        cfg = AcquisitionConfig.model_validate(
+            {"detection": detection | {"residual_mask": "unpeeled"}, "sorter": sorter | limits}
+        )
+        pipe = OnlinePipeline(cfg, pos, FS)
+        batches = [pipe.process(Chunk(x[a : a + 30], a, a / FS, FS)) for a in range(0, len(x), 30)]
+        spikes = np.concatenate([b.spikes for b in batches])
+        spikes = spikes[spikes["sample"] > learn_end]
+        accs = [
+            best_accuracy(gt[gt > learn_end + 100], spikes["sample"], spikes["unit"])
+            for gt in truth
+        ]
+        st = np.sort(spikes["sample"][spikes["unit"] == accs[1][1]])
+        hidden = near[near > learn_end + 100]
+        idx = np.clip(np.searchsorted(st, hidden), 1, len(st) - 1)
+        found = np.minimum(np.abs(st[idx] - hidden), np.abs(st[idx - 1] - hidden)) <= 6
+        small = truth[1]
+        idx = np.clip(np.searchsorted(small, st), 1, len(small) - 1)
+        false = np.minimum(np.abs(small[idx] - st), np.abs(small[idx - 1] - st)) > 6
+        assert pipe.sorter is not None
+        out.append((accs, found.mean(), int(false.sum()), pipe.sorter.n_late))
+    (acc0, found0, false0, late0), (acc1, found1, false1, late1) = out
+    assert late1 > late0
+    assert found1 > 1.5 * found0
+    assert found1 > found0 + 0.15
+    assert acc1[1][0] > acc0[1][0] + 0.05
+    assert acc1[0][0] >= acc0[0][0] - 0.01
+    assert false1 <= false0
+
+
+def test_gain_tests_keep_noise_off_a_small_unit() -> None:
+    """The small unit of the neighbours' recording is the best fit for some noise
+    crossings near it, which were matched to it (false spikes) and pulled its template.
+    With ``match_min_gain`` 0 and ``track_min_gain`` 0.5 they are not: no false spike,
+    and it is sorted better; the big unit is no worse."""
+    x, pos, truth, _ = _neighbours(14.0, seed=5)
+    learn_end = int(6.0 * FS)
+    detection = {"weak_threshold": 3.5, "threshold": 4.5, "snippet_radius_um": 80.0}
+    sorter = {"learning_s": 5.0, "recluster_every_s": 1e6, "residual_pass": True}
+    out = []
+    for gains in ({}, {"match_min_gain": 0.0, "track_min_gain": 0.5}):
+        cfg = AcquisitionConfig.model_validate(
+            {"detection": detection | {"residual_mask": "unpeeled"}, "sorter": sorter | gains}
+        )
+        pipe = OnlinePipeline(cfg, pos, FS)
+        batches = [pipe.process(Chunk(x[a : a + 30], a, a / FS, FS)) for a in range(0, len(x), 30)]
+        spikes = np.concatenate([b.spikes for b in batches])
+        spikes = spikes[spikes["sample"] > learn_end]
+        accs = [
+            best_accuracy(gt[gt > learn_end + 100], spikes["sample"], spikes["unit"])
+            for gt in truth
+        ]
+        st = np.sort(spikes["sample"][spikes["unit"] == accs[1][1]])
+        small = truth[1]
+        idx = np.clip(np.searchsorted(small, st), 1, len(small) - 1)
+        false = np.minimum(np.abs(small[idx] - st), np.abs(small[idx - 1] - st)) > 6
+        out.append((accs, int(false.sum())))
+    (acc0, false0), (acc1, false1) = out
+    assert false0 >= 5  # without the gain tests: noise matched to the small unit
+    assert false1 == 0
+    assert acc1[1][0] > acc0[1][0] + 0.03
+    assert acc1[0][0] >= acc0[0][0] - 0.01
 
 
 def test_a_slow_new_unit_gathers_its_spikes_across_reclusterings() -> None:
