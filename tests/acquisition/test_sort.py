@@ -507,6 +507,32 @@ def _neighbours(seconds: float, seed: int):
     return _big_and_small(seconds, seed, 16, units, (-10, 11))
 
 
+def _sort_small(x, pos, truth, near, detection: dict, sorter: dict):
+    """Sort a big-and-small recording (1 ms chunks, 5 s learning) and score the small
+    unit after learning: ([(accuracy, unit) per ground-truth unit], share of the
+    ``near`` spikes it was given, its false spikes, the sorter)."""
+    learn_end = int(6.0 * FS)
+    detection = {"weak_threshold": 3.5, "threshold": 4.5, "snippet_radius_um": 80.0} | detection
+    sorter = {"learning_s": 5.0, "recluster_every_s": 1e6, "residual_pass": True} | sorter
+    cfg = AcquisitionConfig.model_validate({"detection": detection, "sorter": sorter})
+    pipe = OnlinePipeline(cfg, pos, FS)
+    batches = [pipe.process(Chunk(x[a : a + 30], a, a / FS, FS)) for a in range(0, len(x), 30)]
+    spikes = np.concatenate([b.spikes for b in batches])
+    spikes = spikes[spikes["sample"] > learn_end]
+    accs = [
+        best_accuracy(gt[gt > learn_end + 100], spikes["sample"], spikes["unit"]) for gt in truth
+    ]
+    st = np.sort(spikes["sample"][spikes["unit"] == accs[1][1]])
+    hidden = near[near > learn_end + 100]
+    idx = np.clip(np.searchsorted(st, hidden), 1, len(st) - 1)
+    found = np.minimum(np.abs(st[idx] - hidden), np.abs(st[idx - 1] - hidden)) <= 6
+    small = truth[1]
+    idx = np.clip(np.searchsorted(small, st), 1, len(small) - 1)
+    false = np.minimum(np.abs(small[idx] - st), np.abs(small[idx - 1] - st)) > 6
+    assert pipe.sorter is not None
+    return accs, float(found.mean()), int(false.sum()), pipe.sorter
+
+
 def test_residual_pass_unmasked_finds_a_neighbours_spikes_a_bigger_one_hid() -> None:
     """A small neuron 70 µm from a big one is hidden whenever they fire together: the
     big spike's footprint between them is larger than it. Peeled off, it shows in the
@@ -515,32 +541,9 @@ def test_residual_pass_unmasked_finds_a_neighbours_spikes_a_bigger_one_hid() -> 
     own peak's electrode and beyond the snippet radius); the small unit is then sorted
     far better, and nothing false is added."""
     x, pos, truth, near = _neighbours(14.0, seed=5)
-    learn_end = int(6.0 * FS)
-    detection = {"weak_threshold": 3.5, "threshold": 4.5, "snippet_radius_um": 80.0}
-    sorter = {"learning_s": 5.0, "recluster_every_s": 1e6, "residual_pass": True}
-    out = {}
-    for mask in ("near", "unpeeled"):
-        cfg = AcquisitionConfig.model_validate(
-            {"detection": detection | {"residual_mask": mask}, "sorter": sorter}
-        )
-        pipe = OnlinePipeline(cfg, pos, FS)
-        batches = [pipe.process(Chunk(x[a : a + 30], a, a / FS, FS)) for a in range(0, len(x), 30)]
-        spikes = np.concatenate([b.spikes for b in batches])
-        spikes = spikes[spikes["sample"] > learn_end]
-        accs = [
-            best_accuracy(gt[gt > learn_end + 100], spikes["sample"], spikes["unit"])
-            for gt in truth
-        ]
-        st = np.sort(spikes["sample"][spikes["unit"] == accs[1][1]])
-        hidden = near[near > learn_end + 100]
-        idx = np.clip(np.searchsorted(st, hidden), 1, len(st) - 1)
-        found = np.minimum(np.abs(st[idx] - hidden), np.abs(st[idx - 1] - hidden)) <= 6
-        small = truth[1]
-        idx = np.clip(np.searchsorted(small, st), 1, len(small) - 1)
-        false = np.minimum(np.abs(small[idx] - st), np.abs(small[idx - 1] - st)) > 6
-        out[mask] = (accs, found.mean(), int(false.sum()), pipe.sorter)
+    out = {mask: _sort_small(x, pos, truth, near, {"residual_mask": mask}, {})
+           for mask in ("near", "unpeeled")}  # fmt: skip
     (acc0, found0, false0, _), (acc1, found1, false1, sorter) = out["near"], out["unpeeled"]
-    assert sorter is not None
     assert sorter.n_late > 0
     assert found0 < 0.2  # masked: the hidden spikes stay hidden ...
     assert found1 > 0.5  # ... masked only where not peeled, the residual pass finds most
@@ -557,32 +560,11 @@ def test_residual_peaks_have_their_own_fit_limits() -> None:
     twice as many of them, and add no false spike."""
     units = [(1.1e-4, 400.0, 40.0, 15.0), (0.7e-4, 110.0, 110.0, 10.0)]
     x, pos, truth, near = _big_and_small(14.0, 5, 16, units, (-10, 11), jitter=0.15)
-    learn_end = int(6.0 * FS)
-    detection = {"weak_threshold": 3.5, "threshold": 4.5, "snippet_radius_um": 80.0}
-    sorter = {"learning_s": 5.0, "recluster_every_s": 1e6, "residual_pass": True}
-    out = []
-    for limits in ({}, {"residual_confirm_max_score": 1.5, "residual_confirm_min_gain": 0.7}):
-        cfg = AcquisitionConfig.model_validate(
-            {"detection": detection | {"residual_mask": "unpeeled"}, "sorter": sorter | limits}
-        )
-        pipe = OnlinePipeline(cfg, pos, FS)
-        batches = [pipe.process(Chunk(x[a : a + 30], a, a / FS, FS)) for a in range(0, len(x), 30)]
-        spikes = np.concatenate([b.spikes for b in batches])
-        spikes = spikes[spikes["sample"] > learn_end]
-        accs = [
-            best_accuracy(gt[gt > learn_end + 100], spikes["sample"], spikes["unit"])
-            for gt in truth
-        ]
-        st = np.sort(spikes["sample"][spikes["unit"] == accs[1][1]])
-        hidden = near[near > learn_end + 100]
-        idx = np.clip(np.searchsorted(st, hidden), 1, len(st) - 1)
-        found = np.minimum(np.abs(st[idx] - hidden), np.abs(st[idx - 1] - hidden)) <= 6
-        small = truth[1]
-        idx = np.clip(np.searchsorted(small, st), 1, len(small) - 1)
-        false = np.minimum(np.abs(small[idx] - st), np.abs(small[idx - 1] - st)) > 6
-        assert pipe.sorter is not None
-        out.append((accs, found.mean(), int(false.sum()), pipe.sorter.n_late))
-    (acc0, found0, false0, late0), (acc1, found1, false1, late1) = out
+    unpeeled = {"residual_mask": "unpeeled"}
+    limits = {"residual_confirm_max_score": 1.5, "residual_confirm_min_gain": 0.7}
+    out = [_sort_small(x, pos, truth, near, unpeeled, lim) for lim in ({}, limits)]
+    (acc0, found0, false0, s0), (acc1, found1, false1, s1) = out
+    late0, late1 = s0.n_late, s1.n_late
     assert late1 > late0
     assert found1 > 1.5 * found0
     assert found1 > found0 + 0.15
@@ -596,29 +578,12 @@ def test_gain_tests_keep_noise_off_a_small_unit() -> None:
     crossings near it, which were matched to it (false spikes) and pulled its template.
     With ``match_min_gain`` 0 and ``track_min_gain`` 0.5 they are not: no false spike,
     and it is sorted better; the big unit is no worse."""
-    x, pos, truth, _ = _neighbours(14.0, seed=5)
-    learn_end = int(6.0 * FS)
-    detection = {"weak_threshold": 3.5, "threshold": 4.5, "snippet_radius_um": 80.0}
-    sorter = {"learning_s": 5.0, "recluster_every_s": 1e6, "residual_pass": True}
-    out = []
-    for gains in ({}, {"match_min_gain": 0.0, "track_min_gain": 0.5}):
-        cfg = AcquisitionConfig.model_validate(
-            {"detection": detection | {"residual_mask": "unpeeled"}, "sorter": sorter | gains}
-        )
-        pipe = OnlinePipeline(cfg, pos, FS)
-        batches = [pipe.process(Chunk(x[a : a + 30], a, a / FS, FS)) for a in range(0, len(x), 30)]
-        spikes = np.concatenate([b.spikes for b in batches])
-        spikes = spikes[spikes["sample"] > learn_end]
-        accs = [
-            best_accuracy(gt[gt > learn_end + 100], spikes["sample"], spikes["unit"])
-            for gt in truth
-        ]
-        st = np.sort(spikes["sample"][spikes["unit"] == accs[1][1]])
-        small = truth[1]
-        idx = np.clip(np.searchsorted(small, st), 1, len(small) - 1)
-        false = np.minimum(np.abs(small[idx] - st), np.abs(small[idx - 1] - st)) > 6
-        out.append((accs, int(false.sum())))
-    (acc0, false0), (acc1, false1) = out
+    x, pos, truth, near = _neighbours(14.0, seed=5)
+    unpeeled = {"residual_mask": "unpeeled"}
+    gains = {"match_min_gain": 0.0, "track_min_gain": 0.5}
+    (acc0, _, false0, _), (acc1, _, false1, _) = [
+        _sort_small(x, pos, truth, near, unpeeled, g) for g in ({}, gains)
+    ]
     assert false0 >= 5  # without the gain tests: noise matched to the small unit
     assert false1 == 0
     assert acc1[1][0] > acc0[1][0] + 0.03
