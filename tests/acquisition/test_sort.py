@@ -576,11 +576,11 @@ def test_residual_peaks_have_their_own_fit_limits() -> None:
 def test_gain_tests_keep_noise_off_a_small_unit() -> None:
     """The small unit of the neighbours' recording is the best fit for some noise
     crossings near it, which were matched to it (false spikes) and pulled its template.
-    With ``match_min_gain`` 0 and ``track_min_gain`` 0.5 they are not: no false spike,
-    and it is sorted better; the big unit is no worse."""
+    With ``match_min_gain`` and ``track_min_gain`` 0 (as in ``configs/sort.yaml``) they
+    are not: no false spike, and it is sorted better; the big unit is no worse."""
     x, pos, truth, near = _neighbours(14.0, seed=5)
     unpeeled = {"residual_mask": "unpeeled"}
-    gains = {"match_min_gain": 0.0, "track_min_gain": 0.5}
+    gains = {"match_min_gain": 0.0, "track_min_gain": 0.0}
     (acc0, _, false0, _), (acc1, _, false1, _) = [
         _sort_small(x, pos, truth, near, unpeeled, g) for g in ({}, gains)
     ]
