@@ -220,6 +220,23 @@ def _fit(
 
 
 @numba.njit(cache=True, nogil=True)
+def _gain(
+    x: np.ndarray,
+    row: np.ndarray,
+    templates: np.ndarray,
+    support: np.ndarray,
+    inv_noise: np.ndarray,
+    u: int,
+    lag: int,
+) -> float:
+    """``(||x||² - ||x - t||²) / ||t||²`` for template ``u`` at ``lag`` on its electrodes,
+    in noise units: the share of the template's energy it takes out of ``x`` (1 for an
+    exact match, about -1 for noise)."""
+    xt, tt = _fit(x, row, templates, support, inv_noise, u, lag)
+    return (2.0 * xt - tt) / max(tt, 1e-12)
+
+
+@numba.njit(cache=True, nogil=True)
 def _energy(x: np.ndarray, row: np.ndarray, inv_noise: np.ndarray, cum: np.ndarray) -> float:
     """Sum of squares of ``x`` in noise units over the snippet's electrodes; ``cum``
     ``(n_window + 1, k)`` gets its prefix sums (``cum[s, k]``: the energy on electrode
@@ -483,8 +500,7 @@ def assign_spikes(
             out_scores[i] = best_score
             out_units[i] = -3
             if best >= 0 and best_score <= confirm_max_score:
-                xt, tt = _fit(x, row, templates, support, inv_noise, best, best_shift)
-                gain = (2.0 * xt - tt) / max(tt, 1e-12)
+                gain = _gain(x, row, templates, support, inv_noise, best, best_shift)
                 out_gain[i] = gain
                 if gain >= confirm_min_gain:
                     out_units[i] = best
@@ -547,8 +563,7 @@ def assign_spikes(
         good = best_score < max_score or best_score * best_score < max_relative * energy
         gain = 1.0
         if best >= 0 and good:
-            xt, tt = _fit(x, row, templates, support, inv_noise, best, best_shift)
-            gain = (2.0 * xt - tt) / max(tt, 1e-12)
+            gain = _gain(x, row, templates, support, inv_noise, best, best_shift)
             out_gain[i] = gain
             good = gain >= match_min_gain
         if best >= 0 and good:

@@ -128,6 +128,15 @@ class OnlineTemplateSorter:
         background: bool = False,
     ) -> None:
         self.config = config
+        # the kernel's limits, None resolved once: (max score, min gain) of a weak peak's
+        # confirmation, in the first pass and in the residual pass; the gain tests
+        self._confirm = (config.confirm_max_score, config.confirm_min_gain)
+        self._residual_confirm = (
+            _or(config.residual_confirm_max_score, config.confirm_max_score),
+            _or(config.residual_confirm_min_gain, config.confirm_min_gain),
+        )
+        self._match_min_gain = _or(config.match_min_gain, -np.inf)
+        self._track_min_gain = _or(config.track_min_gain, -np.inf)
         self.positions_um = np.asarray(positions_um, dtype=np.float64)
         self.neighbours = neighbours
         self.n_channels = int(neighbours.shape[0])
@@ -641,7 +650,7 @@ class OnlineTemplateSorter:
         gains). ``confirm``: (max score, min gain) for the weak ones, if not the
         configured ``confirm_max_score`` and ``confirm_min_gain``."""
         if confirm is None:
-            confirm = (self.config.confirm_max_score, self.config.confirm_min_gain)
+            confirm = self._confirm
         n = len(det)
         scores = np.empty(n, dtype=np.float32)
         resid = np.empty_like(det.snippets)
@@ -675,8 +684,8 @@ class OnlineTemplateSorter:
             weak,
             confirm[0],
             confirm[1],
-            -np.inf if self.config.match_min_gain is None else self.config.match_min_gain,
-            -np.inf if self.config.track_min_gain is None else self.config.track_min_gain,
+            self._match_min_gain,
+            self._track_min_gain,
             self._horizon(),
             units,
             scores,
@@ -720,20 +729,7 @@ class OnlineTemplateSorter:
         units = np.full(n, -1, dtype=np.int32)
         if not n or self.learning or not self.n_units:
             return units
-        cfg = self.config
-        self._assign(
-            det,
-            np.ones(n, dtype=np.uint8),
-            units,
-            (
-                cfg.confirm_max_score
-                if cfg.residual_confirm_max_score is None
-                else cfg.residual_confirm_max_score,
-                cfg.confirm_min_gain
-                if cfg.residual_confirm_min_gain is None
-                else cfg.residual_confirm_min_gain,
-            ),
-        )
+        self._assign(det, np.ones(n, dtype=np.uint8), units, self._residual_confirm)
         units[units < 0] = -1
         if self.muted.any():
             units[(units >= 0) & self.muted[np.maximum(units, 0)]] = -1
@@ -776,6 +772,11 @@ class OnlineTemplateSorter:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+
+
+def _or(value: float | None, default: float) -> float:
+    """``value``, or ``default`` when it is None."""
+    return default if value is None else value
 
 
 def _ready_worker() -> bool:
