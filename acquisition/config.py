@@ -102,6 +102,12 @@ class ThresholdDetectorConfig(StrictModel):
         "peeled off (its own electrode, and beyond snippet_radius_um up to radius_um + "
         "snippet_radius_um), so that a neighbour it hid is found",
     )
+    residual_retry: bool = Field(
+        False,
+        description="the residual pass looks again where the sorter rejected a weak "
+        "first-pass peak: it was judged with only the spikes before it peeled off, the "
+        "residual pass sees it with the later ones peeled too",
+    )
     snippet_pre_ms: float = Field(0.6, ge=0)
     snippet_post_ms: float = Field(1.0, gt=0)
     snippet_radius_um: float = Field(60.0, ge=0)

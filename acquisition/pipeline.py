@@ -82,6 +82,9 @@ class OnlinePipeline:
         units = None
         if self.sorter is not None:
             units = self.sorter.process(det)
+            rejected = self.sorter.dropped
+            if self.residual and rejected is not None and self.config.detection.residual_retry:
+                self.detector.unmask(det.samples[rejected], det.channels[rejected])
             det, units = self.sorter.with_hidden(det, units)  # + overlapped spikes it found
             if self.residual:  # + the spikes found under the ones labelled
                 late = self.detector.residual(self.sorter.peel)

@@ -300,6 +300,17 @@ class ThresholdDetector:
             self._buf_start += drop
         return det
 
+    def unmask(self, samples: np.ndarray, channels: np.ndarray) -> None:
+        """Let the residual pass look again at these first-pass peaks (of the last
+        :meth:`process` call; ones the sorter rejected): they no longer mask it."""
+        if not len(samples) or not self.residual_lag:
+            return
+        rs, rc = self._recent
+        key = rs * self.n_channels + rc
+        drop = np.asarray(samples, np.int64) * self.n_channels + channels
+        keep = ~np.isin(key, drop)
+        self._recent = (rs[keep], rc[keep])
+
     def residual(self, peel: Callable[[np.ndarray, int, int], None]) -> Detections:
         """Detect again, ``residual_lag`` samples behind :meth:`process`, in the signal
         with the spikes labelled so far taken out: spikes that a bigger one hid (landing

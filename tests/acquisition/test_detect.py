@@ -275,3 +275,39 @@ def test_adaptive_thresholds_do_not_depend_on_chunking() -> None:
     np.testing.assert_array_equal(s, reference[0])
     np.testing.assert_array_equal(ch, reference[1])
     np.testing.assert_array_equal(weak, reference[2])
+
+
+def test_residual_pass_looks_again_where_a_weak_peak_was_unmasked() -> None:
+    """A first-pass peak masks the residual pass on its own electrode (with
+    ``residual_mask: unpeeled``): what its template left is not a new spike. A weak peak
+    the sorter rejected was never peeled, so :meth:`unmask` lets the residual pass see
+    it again (with the later spikes peeled too); the others stay masked."""
+    x = noise(9000, 4, seed=21)
+    plant(x, 4500, 1, 28.0)  # both weak: between 3.5 and 4.5 sigma
+    plant(x, 6000, 2, 28.0)
+    cfg = CFG.model_copy(
+        update={"weak_threshold": 3.5, "threshold": 4.5, "residual_mask": "unpeeled"}
+    )
+
+    def passes(unmask: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        det = make_detector(cfg, linear_positions(4), FS, residual=True)
+        first, late = [], []
+        for a in range(0, len(x), 300):
+            d = det.process(Chunk(x[a : a + 300], a, a / FS, FS))
+            first.append(d)
+            if unmask:  # the sorter rejected the first one
+                out = np.abs(d.samples - 4500) <= 2
+                det.unmask(d.samples[out], d.channels[out])
+            late.append(det.residual(lambda buf, first_sample, pre: None))  # peels nothing
+        weak = np.concatenate([d.weak for d in first])
+        return *(v[weak] for v in collect(first)), *collect(late)
+
+    s, c, masked, _ = passes(False)
+    near = np.abs(s[:, None] - np.array([4500, 6000])[None, :]) <= 2
+    assert near.sum(axis=0).tolist() == [1, 1]  # the first pass found both, weak
+    assert not (np.abs(masked[:, None] - np.array([4500, 6000])) <= 2).any()
+    _, _, again, chans = passes(True)
+    hit = np.abs(again - 4500) <= 2
+    assert hit.sum() == 1  # found again, once, where the first pass found it
+    assert chans[hit][0] == c[near[:, 0]][0]
+    assert not (np.abs(again - 6000) <= 2).any()  # the other peak still masks

@@ -590,6 +590,54 @@ def test_gain_tests_keep_noise_off_a_small_unit() -> None:
     assert acc1[0][0] >= acc0[0][0] - 0.01
 
 
+def test_the_residual_pass_is_given_the_weak_peaks_the_sorter_rejected() -> None:
+    """With ``detection.residual_retry`` the pipeline hands the detector exactly the
+    weak first-pass peaks the sorter rejected (judged with only the spikes before them
+    peeled), so that the residual pass may look there again (see
+    ``test_residual_pass_looks_again_where_a_weak_peak_was_unmasked`` in
+    ``test_detect.py``); without it, none."""
+    x, pos, _, _ = _neighbours(10.0, seed=5)
+    detection = {"weak_threshold": 3.5, "threshold": 4.5, "snippet_radius_um": 80.0}
+    detection |= {"residual_mask": "unpeeled"}
+    sorter = {"learning_s": 5.0, "recluster_every_s": 1e6, "residual_pass": True}
+    for retry in (False, True):
+        cfg = AcquisitionConfig.model_validate(
+            {"detection": detection | {"residual_retry": retry}, "sorter": sorter}
+        )
+        pipe = OnlinePipeline(cfg, pos, FS)
+        weak: list[np.ndarray] = []
+        given: list[np.ndarray] = []
+        process, unmask = pipe.detector.process, pipe.detector.unmask
+
+        def spy_process(chunk, process=process, weak=weak):
+            det = process(chunk)
+            if det.weak is not None:
+                weak.append(det.samples[det.weak] * 64 + det.channels[det.weak])
+            return det
+
+        def spy_unmask(samples, channels, unmask=unmask, given=given):
+            given.append(np.asarray(samples) * 64 + channels)
+            unmask(samples, channels)
+
+        pipe.detector.process = spy_process  # type: ignore[method-assign]
+        pipe.detector.unmask = spy_unmask  # type: ignore[method-assign]
+        out = [pipe.process(Chunk(x[a : a + 30], a, a / FS, FS)) for a in range(0, len(x), 30)]
+        spikes = np.concatenate([b.spikes for b in out])
+        reported = (spikes["sample"] + pipe.delay_samples) * 64 + spikes["channel"]
+        assert pipe.sorter is not None
+        handed = np.concatenate(given) if given else np.zeros(0, np.int64)
+        if not retry:
+            assert len(handed) == 0
+            continue
+        candidates = np.concatenate(weak)
+        assert pipe.sorter.n_rejected > 0
+        # (sample x 64 + electrode) of each: each once, only weak peaks, and all those
+        # that were not reported
+        assert len(np.unique(handed)) == len(handed)
+        assert np.isin(handed, candidates).all()
+        assert np.isin(candidates[~np.isin(candidates, reported)], handed).all()
+
+
 def test_a_slow_new_unit_gathers_its_spikes_across_reclusterings() -> None:
     """A neuron that appears after learning and fires too slowly to give
     new_unit_min_spikes in one recluster period founds a unit only when the unmatched
