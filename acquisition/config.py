@@ -104,9 +104,9 @@ class ThresholdDetectorConfig(StrictModel):
     )
     residual_retry: bool = Field(
         False,
-        description="the residual pass looks again where the sorter rejected a weak "
-        "first-pass peak: it was judged with only the spikes before it peeled off, the "
-        "residual pass sees it with the later ones peeled too",
+        description="the residual pass (sorter.residual_pass) looks again where the sorter "
+        "rejected a weak first-pass peak: it was judged with only the spikes before it "
+        "peeled off, the residual pass sees it with the later ones peeled too",
     )
     snippet_pre_ms: float = Field(0.6, ge=0)
     snippet_post_ms: float = Field(1.0, gt=0)
