@@ -39,6 +39,7 @@ class OnlinePipeline:
         self.sample_rate = float(sample_rate)
         self.filter = StreamingFilter(config.filter, self.n_channels, self.sample_rate)
         self.residual = sort and config.sorter.residual_pass
+        self.retry = self.residual and config.detection.residual_retry
         self.detector = make_detector(
             config.detection, self.positions_um, self.sample_rate, residual=self.residual
         )
@@ -82,8 +83,9 @@ class OnlinePipeline:
         units = None
         if self.sorter is not None:
             units = self.sorter.process(det)
-            rejected = self.sorter.dropped
-            if self.residual and rejected is not None and self.config.detection.residual_retry:
+            dropped = self.sorter.dropped
+            if self.retry and dropped is not None and det.weak is not None:
+                rejected = dropped & det.weak  # not a spike it found twice (a strong one)
                 self.detector.unmask(det.samples[rejected], det.channels[rejected])
             det, units = self.sorter.with_hidden(det, units)  # + overlapped spikes it found
             if self.residual:  # + the spikes found under the ones labelled
