@@ -27,6 +27,7 @@ detection recall >= 0.97 with precision >= 0.99.
 from __future__ import annotations
 
 import argparse
+import itertools
 import tempfile
 import time
 from pathlib import Path
@@ -201,7 +202,52 @@ def detection_scores(
     return recall, float(true.mean()) if len(true) else 0.0
 
 
-def score(sorting: Any, gt: Any, snr: np.ndarray, start: int, n: int) -> dict[str, float]:
+#: SNR bands of the per-unit report (``--per-unit``), SNR as :func:`unit_snr` has it
+SNR_BANDS = (0.0, 3.0, 4.0, 5.0, 6.0, 8.0, np.inf)
+
+
+def unit_report(
+    accuracy: np.ndarray, recall: np.ndarray, precision: np.ndarray, snr: np.ndarray
+) -> list[dict[str, Any]]:
+    """Per SNR band: how many ground-truth units, how many at accuracy >= 0.8, and why
+    the others fall short: ``missing`` (accuracy under 0.3: no unit is theirs),
+    ``recall`` (precision >= 0.9: their unit misses spikes), ``precision`` (recall >=
+    0.9: their unit takes others' spikes), ``both``; with the median recall and
+    precision of the units that fall short (not counting the missing ones)."""
+    rows = []
+    for lo, hi in itertools.pairwise(SNR_BANDS):
+        band = (snr >= lo) & (snr < hi)
+        short = band & (accuracy < 0.8)
+        missing = short & (accuracy < 0.3)
+        found = short & ~missing
+        rows.append(
+            {
+                "band": f"{lo:g}-{hi:g}",
+                "units": int(band.sum()),
+                "acc08": int((band & (accuracy >= 0.8)).sum()),
+                "missing": int(missing.sum()),
+                "recall": int((found & (precision >= 0.9)).sum()),
+                "precision": int((found & (precision < 0.9) & (recall >= 0.9)).sum()),
+                "both": int((found & (precision < 0.9) & (recall < 0.9)).sum()),
+                "median_recall": float(np.median(recall[found])) if found.any() else np.nan,
+                "median_precision": float(np.median(precision[found])) if found.any() else np.nan,
+            }
+        )
+    return rows
+
+
+def print_unit_report(rows: list[dict[str, Any]]) -> None:
+    print("       SNR band  units acc>=0.8 | short: missing recall-ltd prec-ltd both | "
+          "their median recall, precision")  # fmt: skip
+    for r in rows:
+        print(
+            f"       {r['band']:>8} {r['units']:>6} {r['acc08']:>8} | {r['missing']:>14} "
+            f"{r['recall']:>10} {r['precision']:>8} {r['both']:>4} | "
+            f"{r['median_recall']:>6.2f} {r['median_precision']:>6.2f}"
+        )
+
+
+def score(sorting: Any, gt: Any, snr: np.ndarray, start: int, n: int) -> dict[str, Any]:
     import spikeinterface.comparison as scmp
 
     comp = scmp.compare_sorter_to_ground_truth(
@@ -219,6 +265,12 @@ def score(sorting: Any, gt: Any, snr: np.ndarray, start: int, n: int) -> dict[st
         "n_snr5": int(good.sum()),
         "false_positive_units": int(comp.count_false_positive_units()),
         "n_units": len(sorting.unit_ids),
+        "by_unit": unit_report(
+            acc,
+            perf["recall"].to_numpy(dtype=float),
+            perf["precision"].to_numpy(dtype=float),
+            snr,
+        ),
     }
 
 
@@ -262,6 +314,12 @@ def main() -> None:
     ap.add_argument("--learning-s", type=float, default=None, help="override the learning period")
     ap.add_argument("--chunk-ms", type=float, default=1.0)
     ap.add_argument("--si-sorter", default="tridesclous2", help="'none' to skip")
+    ap.add_argument(
+        "--per-unit",
+        action="store_true",
+        help="also print, per SNR band, the units under accuracy 0.8 and why (missing, "
+        "recall- or precision-limited)",
+    )
     args = ap.parse_args()
 
     config = AcquisitionConfig()
@@ -307,6 +365,8 @@ def main() -> None:
                 f"{rec_:>10.3f} {prec:>8.3f} {busy:>6.0f}s",
                 flush=True,
             )
+            if args.per_unit:
+                print_unit_report(r["by_unit"])
             if args.si_sorter != "none":
                 try:
                     srt, wall = run_si_sorter(args.si_sorter, rec)
@@ -317,6 +377,8 @@ def main() -> None:
                         f"{q['n_units']:>5}  {'-':>10} {'-':>8} {wall:>6.0f}s",
                         flush=True,
                     )
+                    if args.per_unit:
+                        print_unit_report(q["by_unit"])
                 except Exception as exc:  # a sorter missing a dependency must not stop us
                     print(f"{seed:>4} {mode:<9} {args.si_sorter:<15} failed: {exc}")
             tmp.cleanup()
