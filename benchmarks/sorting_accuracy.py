@@ -22,6 +22,7 @@ detection recall >= 0.97 with precision >= 0.99.
 
     python benchmarks/sorting_accuracy.py                       # the full run (long)
     python benchmarks/sorting_accuracy.py --duration 60 --seeds 0 --si-sorter none
+    python benchmarks/sorting_accuracy.py --seeds 0 --modes static --per-unit  # units lost, why
 """
 
 from __future__ import annotations
