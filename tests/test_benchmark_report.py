@@ -8,8 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("spikeinterface")  # the benchmark's own dependency (the sort extra)
-
 _PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "sorting_accuracy.py"
 
 
