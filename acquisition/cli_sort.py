@@ -157,6 +157,15 @@ def sort_command(
         TextColumn("{task.percentage:>3.0f}%"),
         TimeRemainingColumn(),
     )
+    duration_s = rec.get_num_samples(0) / float(rec.get_sampling_frequency())
+    learning_s = cfg.sorter.learning_s
+    if duration_s <= learning_s:
+        err_console.print(
+            f"[yellow]warning:[/] the recording lasts {duration_s:.1f} s, no longer than the "
+            f"sorter's learning period ({learning_s:g} s): no spike will be labelled. Give "
+            "a --config with a shorter acquisition.sorter.learning_s.",
+            highlight=False,
+        )
     with Progress(*columns, console=err_console, transient=False) as progress:
         spikes, summary = sort_recording(rec, cfg, chunk_ms=chunk_ms, progress=progress)
     write_sorting(spikes, float(rec.get_sampling_frequency()), out, summary["n_units"])

@@ -54,6 +54,21 @@ def test_sort_writes_a_loadable_sorting(binary_folder, tmp_path: Path) -> None:
         assert acc >= 0.8
 
 
+def test_sort_warns_when_the_recording_ends_before_learning(binary_folder, tmp_path) -> None:
+    """A recording no longer than the learning period labels nothing: said, not silent."""
+    folder, _ = binary_folder  # 12 s
+    cfg = tmp_path / "sort.yaml"
+    cfg.write_text("acquisition:\n  chunk_ms: 50\n  sorter:\n    learning_s: 20.0\n")
+    out = tmp_path / "sorting"
+    result = CliRunner().invoke(
+        app, ["sort", str(folder), "--out", str(out), "--config", str(cfg)], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())  # rich wraps long lines at the console width
+    assert "no longer than the sorter's learning period (20 s)" in said
+    assert len(si.load(out).unit_ids) == 0
+
+
 def test_sort_bad_inputs_exit_cleanly(tmp_path: Path) -> None:
     runner = CliRunner()
     res = runner.invoke(app, ["sort", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
