@@ -21,7 +21,7 @@ on SNR 5+ units, <= 15 false-positive units; drifting > 54 units (127 stretch);
 detection recall >= 0.97 with precision >= 0.99.
 
     python benchmarks/sorting_accuracy.py                       # the full run (long)
-    python benchmarks/sorting_accuracy.py --duration 60 --seeds 0 --si-sorter none
+    python benchmarks/sorting_accuracy.py --duration 60 --learning-s 20 --seeds 0 --si-sorter none
     python benchmarks/sorting_accuracy.py --seeds 0 --modes static --per-unit  # units lost, why
 """
 
@@ -331,6 +331,12 @@ def main() -> None:
             update={"sorter": config.sorter.model_copy(update={"learning_s": args.learning_s})}
         )
     learn = config.sorter.learning_s
+    if args.duration < learn + 11.0:
+        ap.error(
+            f"--duration {args.duration:g} s leaves under 10 s to score after the learning "
+            f"period ({learn:g} s, scored from {learn + 1:g} s): give a longer --duration "
+            "or a shorter --learning-s"
+        )
     print(
         f"{args.units} units, {args.channels} ch NP1.0, {args.duration:g} s, learning "
         f"{learn:g} s (scored after it), {args.chunk_ms:g} ms chunks, match {MATCH_MS} ms, "
