@@ -157,7 +157,8 @@ def sort_command(
         TextColumn("{task.percentage:>3.0f}%"),
         TimeRemainingColumn(),
     )
-    duration_s = rec.get_num_samples(0) / float(rec.get_sampling_frequency())
+    fs = float(rec.get_sampling_frequency())
+    duration_s = rec.get_num_samples(0) / fs
     learning_s = cfg.sorter.learning_s
     if duration_s <= learning_s:
         err_console.print(
@@ -168,7 +169,7 @@ def sort_command(
         )
     with Progress(*columns, console=err_console, transient=False) as progress:
         spikes, summary = sort_recording(rec, cfg, chunk_ms=chunk_ms, progress=progress)
-    write_sorting(spikes, float(rec.get_sampling_frequency()), out, summary["n_units"])
+    write_sorting(spikes, fs, out, summary["n_units"])
     (out / "bci_sort.json").write_text(
         json.dumps({"summary": summary, "config": cfg.model_dump(mode="json")}, indent=2)
     )

@@ -45,6 +45,8 @@ MATCH_MS = 0.4
 #: a detection counts for a ground-truth spike within this distance of its unit's main
 #: electrode (the detector's own exclusion radius)
 DETECT_RADIUS_UM = 50.0
+#: the least a run may leave to score after the learning period (s)
+MIN_SCORED_S = 10.0
 SORT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "sort.yaml"
 
 
@@ -331,11 +333,12 @@ def main() -> None:
             update={"sorter": config.sorter.model_copy(update={"learning_s": args.learning_s})}
         )
     learn = config.sorter.learning_s
-    if args.duration < learn + 11.0:
+    score_from_s = learn + 1.0  # units are scored on what comes after the learning period
+    if args.duration < score_from_s + MIN_SCORED_S:
         ap.error(
-            f"--duration {args.duration:g} s leaves under 10 s to score after the learning "
-            f"period ({learn:g} s, scored from {learn + 1:g} s): give a longer --duration "
-            "or a shorter --learning-s"
+            f"--duration {args.duration:g} s leaves under {MIN_SCORED_S:g} s to score after "
+            f"the learning period ({learn:g} s, scored from {score_from_s:g} s): give a "
+            "longer --duration or a shorter --learning-s"
         )
     print(
         f"{args.units} units, {args.channels} ch NP1.0, {args.duration:g} s, learning "
@@ -348,7 +351,7 @@ def main() -> None:
         static, drifting, gt, extra = generate(seed, args.duration, args.units, args.channels)
         fs = float(static.get_sampling_frequency())
         n = int(static.get_num_samples(0))
-        start = round((learn + 1.0) * fs)
+        start = round(score_from_s * fs)
         snr: np.ndarray | None = None
         main = np.zeros(0, dtype=np.int64)
         for mode in args.modes:
