@@ -41,3 +41,16 @@ def test_units_short_of_08_are_counted_by_band_and_by_cause() -> None:
     assert (b45["units"], b45["acc08"], b45["both"]) == (2, 1, 1)
     assert (b8["units"], b8["acc08"]) == (1, 1)
     assert np.isnan(b8["median_recall"])  # none short of 0.8 there
+
+
+def test_a_run_too_short_to_score_after_learning_is_refused(monkeypatch, capsys) -> None:
+    """``--duration`` must leave ``MIN_SCORED_S`` after the learning period; otherwise
+    the benchmark stops before generating anything, saying what to change."""
+    bench = _benchmark()
+    argv = ["sorting_accuracy.py", "--duration", "40", "--learning-s", "30", "--si-sorter", "none"]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit) as stop:
+        bench.main()
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "leaves under 10 s to score after the learning period (30 s, scored from 31 s)" in err
