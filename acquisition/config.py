@@ -220,6 +220,13 @@ class TemplateSorterConfig(StrictModel):
     residual_confirm_min_gain: float | None = Field(
         None, description="confirm_min_gain for the residual pass's peaks (None: the same)"
     )
+    echo_max_snr: float | None = Field(
+        None,
+        ge=0,
+        description="a detection whose peak keeps less than this many noise units once "
+        "the templates of the spikes before it are peeled off is dropped: it was their "
+        "tail (a big spike's late lobe crossing the threshold); None: no such test",
+    )
     match_min_gain: float | None = Field(
         None,
         description="a detection is given its best unit only when the template takes at "

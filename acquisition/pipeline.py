@@ -51,6 +51,7 @@ class OnlinePipeline:
                 self.detector.n_window,
                 self.sample_rate,
                 background=background_learning,
+                peak_row=self.detector.pre,
             )
             if sort
             else None

@@ -404,6 +404,8 @@ def assign_spikes(
     match_min_gain: float,
     track_min_gain: float,
     horizon: int,
+    peak_row: int,
+    echo_max_snr: float,
     out_units: np.ndarray,
     out_scores: np.ndarray,
     out_resid: np.ndarray,
@@ -459,6 +461,12 @@ def assign_spikes(
     ``horizon`` (samples): how far before a snippet the ring is scanned for entries that
     may overlap it (the matching and hidden-spike lags, plus the slack of spikes found
     late, by a residual pass, which are added out of order).
+
+    Echoes: a detection (not weak) whose peak (snippet row ``peak_row``, its own
+    electrode) keeps less than ``echo_max_snr`` noise units once the spikes before it
+    are peeled off was the tail of those spikes (a big spike's late lobe crosses the
+    threshold on its own): ``out_units[i]`` is ``-4`` (drop it), nothing is matched.
+    ``0`` turns the test off.
     """
     n, n_win, k_count = snippets.shape
     cap = hist_origin.shape[0]
@@ -496,6 +504,13 @@ def assign_spikes(
         out_hidden[i] = -1
         out_hidden_dt[i] = 0
         out_gain[i] = 0.0
+        if weak[i] == 0 and echo_max_snr > 0.0:
+            peak = snippets[i, peak_row, 0]
+            left = x[peak_row, 0] * inv_noise[c]
+            if (peak < 0.0 and -left < echo_max_snr) or (peak > 0.0 and left < echo_max_snr):
+                out_scores[i] = np.inf
+                out_units[i] = -4
+                continue
         if weak[i] != 0:
             out_scores[i] = best_score
             out_units[i] = -3
@@ -719,6 +734,8 @@ def warm_up() -> None:
         -1.0,
         0.5,
         5,
+        1,
+        3.5,
         np.zeros(1, dtype=np.int32),
         np.zeros(1, dtype=np.float32),
         np.zeros((1, 3, 2), dtype=np.float32),

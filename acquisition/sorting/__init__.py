@@ -28,6 +28,7 @@ def make_sorter(
     sample_rate: float,
     *,
     background: bool = False,
+    peak_row: int = 0,
 ) -> OnlineTemplateSorter:
     """Build the sorter ``config.kind`` names."""
     try:
@@ -35,6 +36,12 @@ def make_sorter(
     except KeyError as exc:
         raise UnknownKindError(f"unknown sorter kind {config.kind!r}", kind=config.kind) from exc
     sorter: OnlineTemplateSorter = cls(
-        config, positions_um, neighbours, n_window, sample_rate, background=background
+        config,
+        positions_um,
+        neighbours,
+        n_window,
+        sample_rate,
+        background=background,
+        peak_row=peak_row,
     )
     return sorter

@@ -126,8 +126,11 @@ class OnlineTemplateSorter:
         sample_rate: float,
         *,
         background: bool = False,
+        peak_row: int = 0,
     ) -> None:
         self.config = config
+        #: the snippet row of the detected peak (the detector's rows before it)
+        self.peak_row = peak_row
         # the kernel's limits, None resolved once: (max score, min gain) of a weak peak's
         # confirmation, in the first pass and in the residual pass; the gain tests
         self._confirm = (config.confirm_max_score, config.confirm_min_gain)
@@ -217,6 +220,7 @@ class OnlineTemplateSorter:
         self.n_confirmed = 0
         self.n_rejected = 0
         self.n_late = 0
+        self.n_echoes = 0
 
     @property
     def n_units(self) -> int:
@@ -543,6 +547,13 @@ class OnlineTemplateSorter:
             n -= n_rej
             if not rejected.any():
                 self.dropped = None
+        echo = units == -4
+        if echo.any():  # the tail of a spike labelled before: not a spike
+            units[echo] = -1
+            self.dropped = echo if self.dropped is None else self.dropped | echo
+            n_echo = int(echo.sum())
+            self.n_echoes += n_echo
+            n -= n_echo
         if self.n_units:
             n -= self._one_report_per_spike(det, units)
             self.matched += np.bincount(units[units >= 0], minlength=self.n_units)
@@ -687,6 +698,8 @@ class OnlineTemplateSorter:
             self._match_min_gain,
             self._track_min_gain,
             self._horizon(),
+            self.peak_row,
+            _or(self.config.echo_max_snr, 0.0),
             units,
             scores,
             resid,

@@ -178,7 +178,7 @@ def _two_unit_kernel_inputs():
 
 def _assign(snippets, samples, channels, templates, neighbours, candidates, support, trough,
             near=None, weak=None, gains=None, alphas=None,
-            match_gain=-np.inf, track_gain=-np.inf):  # fmt: skip
+            match_gain=-np.inf, track_gain=-np.inf, echo=0.0):  # fmt: skip
     """Run the matching kernel; (units, residual snippets, hidden units, hidden lags).
     With ``alphas`` (tracking rate per unit) ``templates`` and ``support`` are tracked in
     place; else the kernel works on a copy of ``templates``."""
@@ -201,6 +201,7 @@ def _assign(snippets, samples, channels, templates, neighbours, candidates, supp
         np.zeros(n, np.uint8) if weak is None else weak.astype(np.uint8), 1.2, 0.5,
         match_gain, track_gain,
         2 * 1 + 2 * 12 + 1,  # the history horizon: matching and hidden lags
+        12, echo,  # the peak row; the echo test
         units, scores, resid, hidden, hidden_dt,
         np.zeros(n, np.float32) if gains is None else gains,
     )  # fmt: skip
@@ -300,6 +301,81 @@ def test_spike_hidden_by_a_larger_one_is_reported() -> None:
         assert units[0] == 0
         found += hidden[0] == 1 and abs(dt[0] - lag) <= 1
     assert found >= 16
+
+
+def test_a_big_spikes_late_lobe_is_an_echo_not_a_spike() -> None:
+    """A big spike ending in a slow negative lobe (as the generator's do, a fifth of the
+    trough 1.0-1.6 ms after it): where noise takes the lobe over the threshold, the
+    detection is dropped once the big spike is peeled (-4); a real spike on the lobe
+    keeps its peak and is matched."""
+    templates, nb, cand, support, trough = _two_unit_kernel_inputs()
+    n_win = templates.shape[1]
+    t = np.arange(n_win) - 12.0
+    lobed = -np.exp(-0.5 * (t / 2.0) ** 2) - 0.25 * np.exp(-0.5 * ((t - 20) / 3.0) ** 2)
+    templates[0] = lobed[:, None] * np.array([100.0, 60.0, 30.0, 10.0])
+    rng = np.random.default_rng(5)
+    x = rng.normal(0, 2.0, size=(3000, 4)).astype(np.float32)
+    for at in (1000, 2000):  # the big spike, its lobe at +20 samples (-25 µV, 3.1 noise)
+        x[at - 12 : at - 12 + n_win] += templates[0]
+    x[1018:1023, 0] -= 15.0  # noise takes the first lobe to -40 µV: over 4.5 x 8 µV
+    x[2020 - 12 : 2020 - 12 + n_win] += templates[1]  # a real spike on the second
+    samples = np.array([1000, 1020, 2000, 2020], dtype=np.int64)
+    snippets = np.stack([x[s - 12 : s - 12 + n_win] for s in samples])
+    channels = np.zeros(4, np.int32)
+    far = np.zeros((4, 2), np.uint8)  # no hidden spikes
+    for echo, expect in ((3.5, [0, -4, 0, 1]), (0.0, [0, 0, 0, 1])):
+        units, *_ = _assign(snippets, samples, channels, templates, nb, cand, support,
+                            trough, far, echo=echo)  # fmt: skip
+        # without the test the echo is matched to the big unit, whose tail it is
+        assert units.tolist() == expect, (echo, units)
+
+
+def test_the_pipeline_drops_a_big_units_lobe_crossings_as_echoes() -> None:
+    """The whole path on a recording whose biggest unit ends in a slow negative lobe
+    (1.2 ms after the trough, 0.3 of it: the generator's units have a fifth of a bigger
+    trough) that crosses the threshold by itself about half the time: with
+    ``echo_max_snr`` the lobe's crossings are no longer reported, while every unit keeps
+    its spikes."""
+    x, pos, truth = toy_recording(10.0, seed=6, n_units=3)
+    big = 2  # amplitude 130 µV on its nearest electrode, noise 8 µV
+    t = (np.arange(90) - 20) / FS
+    lobe = -0.3 * np.exp(-0.5 * ((t - 1.2e-3) / 0.08e-3) ** 2)
+    dist = np.sqrt((pos[:, 0] - 0.0) ** 2 + (pos[:, 1] - 80.0) ** 2)
+    gain = 130.0 * np.exp(-dist / 25.0)
+    for s in truth[big]:
+        x[s - 20 : s + 70] += lobe[:, None] * gain[None, :]
+    every = np.sort(np.concatenate(truth))
+    base = {
+        # no shadow (it would hide the lobe's crossings too), templates that reach the lobe
+        "detection": {"threshold": 4.5, "shadow_ms": 0.0, "snippet_post_ms": 1.7},
+        "sorter": {"learning_s": 4.0, "recluster_every_s": 1e6},
+    }
+    out = {}
+    for name, echo in (("off", None), ("on", 3.5)):
+        cfg = {**base, "sorter": {**base["sorter"], "echo_max_snr": echo}}
+        pipe = OnlinePipeline(AcquisitionConfig.model_validate(cfg), pos, FS)
+        spikes = np.concatenate(
+            [
+                pipe.process(Chunk(x[a : a + 300], a, a / FS, FS)).spikes
+                for a in range(0, len(x), 300)
+            ]
+        )
+        after = spikes[spikes["sample"] > int(5.0 * FS)]
+        idx = np.clip(np.searchsorted(every, after["sample"]), 1, len(every) - 1)
+        gap = np.minimum(
+            np.abs(every[idx] - after["sample"]), np.abs(every[idx - 1] - after["sample"])
+        )
+        late = [tr[tr > int(5.0 * FS) + 30] for tr in truth]
+        acc = [best_accuracy(tr, after["sample"], after["unit"])[0] for tr in late]
+        assert pipe.sorter is not None
+        out[name] = (int((gap > 12).sum()), acc, pipe.sorter.n_echoes)
+    (false_off, acc_off, echoes_off), (false_on, acc_on, echoes_on) = out["off"], out["on"]
+    assert echoes_off == 0
+    assert echoes_on > 0
+    assert false_off >= 40  # the lobe crosses the threshold: the case arises (seen: 88)
+    assert false_on <= false_off // 10  # (seen: 3)
+    assert min(acc_on) >= 0.95
+    assert all(a >= b - 0.01 for a, b in zip(acc_on, acc_off, strict=True))
 
 
 def test_weak_candidates_are_kept_only_when_they_match() -> None:
