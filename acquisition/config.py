@@ -225,7 +225,8 @@ class TemplateSorterConfig(StrictModel):
         ge=0,
         description="a detection whose peak keeps less than this many noise units once "
         "the templates of the spikes before it are peeled off is dropped: it was their "
-        "tail (a big spike's late lobe crossing the threshold); None: no such test",
+        "tail (a big spike's late lobe crossing the threshold: the templates must reach "
+        "it, see detection.snippet_post_ms); None: no such test",
     )
     match_min_gain: float | None = Field(
         None,
