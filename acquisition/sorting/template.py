@@ -495,7 +495,9 @@ class OnlineTemplateSorter:
         """Unit ids (int32) for the spikes of ``det``, in order.
 
         Weak candidates (``det.weak``) that match no unit well are not spikes: they get
-        -1 here and :meth:`with_hidden` drops them (during learning: all of them).
+        -1 here and :meth:`with_hidden` drops them (during learning: all of them). So do
+        the echoes (``echo_max_snr``): detections that the spikes labelled before them
+        explain, once peeled off.
         """
         n = len(det)
         units = np.full(n, -1, dtype=np.int32)
@@ -759,7 +761,8 @@ class OnlineTemplateSorter:
         electrode, its amplitude the template's trough there, its snippet the detected
         spike's. It may precede ``det.first_sample`` by up to ``hidden_max_ms``.
 
-        The weak candidates that :meth:`process` did not confirm are dropped.
+        The weak candidates that :meth:`process` did not confirm, and the echoes, are
+        dropped.
         """
         if self.dropped is not None:
             keep = ~self.dropped
