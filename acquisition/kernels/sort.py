@@ -491,6 +491,16 @@ def assign_spikes(
             horizon,
             x,
         )
+        out_hidden[i] = -1
+        out_hidden_dt[i] = 0
+        out_gain[i] = 0.0
+        if weak[i] == 0 and echo_max_snr > 0.0:  # (decided before any unit is tried)
+            peak = snippets[i, peak_row, 0]
+            left = x[peak_row, 0] * inv_noise[c]
+            if (peak < 0.0 and -left < echo_max_snr) or (peak > 0.0 and left < echo_max_snr):
+                out_scores[i] = np.inf
+                out_units[i] = -4
+                continue
         energy = _energy(x, row, inv_noise, cum)
         e_cnt = 0
         for k in range(k_count):
@@ -501,16 +511,6 @@ def assign_spikes(
         best, best_shift, best_score = _best_unit(
             x, row, cands, templates, support, inv_noise, max_shift, cum
         )
-        out_hidden[i] = -1
-        out_hidden_dt[i] = 0
-        out_gain[i] = 0.0
-        if weak[i] == 0 and echo_max_snr > 0.0:
-            peak = snippets[i, peak_row, 0]
-            left = x[peak_row, 0] * inv_noise[c]
-            if (peak < 0.0 and -left < echo_max_snr) or (peak > 0.0 and left < echo_max_snr):
-                out_scores[i] = np.inf
-                out_units[i] = -4
-                continue
         if weak[i] != 0:
             out_scores[i] = best_score
             out_units[i] = -3
