@@ -28,7 +28,7 @@ def make_sorter(
     sample_rate: float,
     *,
     background: bool = False,
-    peak_row: int = 0,
+    peak_row: int | None = None,
 ) -> OnlineTemplateSorter:
     """Build the sorter ``config.kind`` names."""
     try:

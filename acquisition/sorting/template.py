@@ -126,11 +126,16 @@ class OnlineTemplateSorter:
         sample_rate: float,
         *,
         background: bool = False,
-        peak_row: int = 0,
+        peak_row: int | None = None,
     ) -> None:
+        if peak_row is None and config.echo_max_snr is not None:
+            raise ValueError(
+                "sorter.echo_max_snr tests the detected peak: give the sorter the snippet "
+                "row of the peak (peak_row, the detector's rows before it)"
+            )
         self.config = config
         #: the snippet row of the detected peak (the detector's rows before it)
-        self.peak_row = peak_row
+        self.peak_row = 0 if peak_row is None else peak_row
         # the kernel's limits, None resolved once: (max score, min gain) of a weak peak's
         # confirmation, in the first pass and in the residual pass; the gain tests
         self._confirm = (config.confirm_max_score, config.confirm_min_gain)

@@ -998,3 +998,22 @@ def test_one_report_per_spike_rules() -> None:
     out, labels = s.with_hidden(d, units)
     assert list(labels) == [u]
     assert list(out.samples) == [t]
+
+
+def test_the_echo_test_needs_the_peak_row() -> None:
+    """A sorter built without the detector's peak row tests no echo at a guessed row: with
+    ``echo_max_snr`` set it refuses to start, and says why; the pipeline gives the row."""
+    from acquisition.config import TemplateSorterConfig
+    from acquisition.sorting import make_sorter
+
+    _, pos, _ = toy_recording(0.2)
+    cfg = TemplateSorterConfig(echo_max_snr=4.0)
+    nb = np.array([[i, -1] for i in range(16)], dtype=np.int32)
+    with pytest.raises(ValueError, match="peak_row"):
+        make_sorter(cfg, pos, nb, 40, FS)
+    assert make_sorter(cfg, pos, nb, 40, FS, peak_row=12).peak_row == 12
+    assert make_sorter(TemplateSorterConfig(), pos, nb, 40, FS).peak_row == 0  # no test: any
+    pipe = OnlinePipeline(AcquisitionConfig.model_validate({"sorter": {"echo_max_snr": 4.0}}),
+                          pos, FS)  # fmt: skip
+    assert pipe.sorter is not None
+    assert pipe.sorter.peak_row == pipe.detector.pre > 0
